@@ -1,0 +1,3 @@
+from uns_bridge.cli import main
+
+main()
