@@ -1,0 +1,53 @@
+"""Run the benchmark suites, print every figure and write ``bench-results/latest.json``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import tests.benchmarks as package
+from tests.benchmarks._figures import Figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs (CI smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/latest.json"))
+    parser.add_argument("suites", nargs="*", help="suite names (default: all), e.g. codec host store")
+    args = parser.parse_args(argv)
+    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_"))
+    chosen = args.suites or names
+    figures: list[Figure] = []
+    failed: list[str] = []
+    for name in chosen:
+        started = time.perf_counter()
+        print(f"== suite {name}{' (quick)' if args.quick else ''}", flush=True)
+        try:
+            module = importlib.import_module(f"tests.benchmarks.bench_{name}")
+            for figure in module.run(args.quick):
+                print(figure.line(), flush=True)
+                figures.append(figure)
+        except Exception:
+            failed.append(name)
+            print(f"!! suite {name} crashed:", file=sys.stderr)
+            traceback.print_exc()
+        print(f"== suite {name} took {time.perf_counter() - started:.1f} s", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {"time": time.time(), "quick": args.quick, "failed": failed, "figures": [f.as_dict() for f in figures]},
+            indent=2,
+        )
+    )
+    print(f"== {len(figures)} figures written to {args.out}; crashed suites: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
