@@ -7,13 +7,13 @@ Sparkplug. Times are integer milliseconds since the Unix epoch, UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 from uns_bridge.sparkplug.values import PropertySet, Value
 
 
-class Quality(str, Enum):
+class Quality(StrEnum):
     """Quality of a value as republished and stored (Sparkplug property ``Quality``: 0, 192, 500)."""
 
     GOOD = "GOOD"
@@ -142,7 +142,7 @@ class RebirthRequested:
     reason: str
 
 
-class AnomalyKind(str, Enum):
+class AnomalyKind(StrEnum):
     SEQ_GAP = "seq_gap"
     SEQ_LATE = "seq_late"
     SEQ_DUPLICATE = "seq_duplicate"

@@ -29,7 +29,7 @@ from typing import NamedTuple, TypeAlias, Union
 
 Scalar: TypeAlias = int | float | bool | str | bytes
 Value: TypeAlias = Union[
-    None, int, float, bool, str, bytes, tuple[object, ...], "DataSet", "Template", "PropertySet"
+    int, float, bool, str, bytes, tuple[object, ...], "DataSet", "Template", "PropertySet", None
 ]
 
 
