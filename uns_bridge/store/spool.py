@@ -263,6 +263,7 @@ class Spool:
         self._cursor: tuple[int, int] | None = None
         #: the newest sequence number handed out by :meth:`read` since the last rewind
         self._read_seq = 0
+        self._reader: tuple[Path, int] | None = None
         self._closed = False
 
     # ----------------------------------------------------------------------------------------- opening
@@ -546,25 +547,35 @@ class Spool:
 
     def _read_one(self, segment: _Segment, offset: int) -> tuple[int, bytes, int] | None:
         try:
-            with open(segment.path, "rb") as handle:
-                handle.seek(offset)
-                header = handle.read(HEADER_SIZE)
-                if len(header) < HEADER_SIZE:
-                    return None
-                magic, length, _crc, _seq = _HEADER.unpack(header)
-                if (
-                    magic != MAGIC
-                    or length > MAX_RECORD_BYTES
-                    or offset + HEADER_SIZE + length > segment.size
-                ):
-                    return None
-                body = handle.read(length)
+            fd = self._reader_for(segment.path)
+            header = os.pread(fd, HEADER_SIZE, offset)
+            if len(header) < HEADER_SIZE:
+                return None
+            magic, length, _crc, _seq = _HEADER.unpack(header)
+            if magic != MAGIC or length > MAX_RECORD_BYTES or offset + HEADER_SIZE + length > segment.size:
+                return None
+            body = os.pread(fd, length, offset + HEADER_SIZE)
         except OSError:
             return None
         found = _record_at(header + body, 0)
         if found is None:
             return None
         return found[0], found[1], offset + HEADER_SIZE + length
+
+    def _reader_for(self, path: Path) -> int:
+        """A read-only descriptor of ``path``, kept open while reading goes on in the same segment."""
+        if self._reader is not None and self._reader[0] == path:
+            return self._reader[1]
+        self._close_reader()
+        fd = os.open(path, os.O_RDONLY)
+        self._reader = (path, fd)
+        return fd
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._reader[1])
+            self._reader = None
 
     def _resync(self, segment: _Segment, offset: int) -> int:
         try:
@@ -627,6 +638,8 @@ class Spool:
             os.close(fd)
 
     def _unlink(self, path: Path) -> None:
+        if self._reader is not None and self._reader[0] == path:
+            self._close_reader()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -639,6 +652,7 @@ class Spool:
         if self._closed:
             return
         self._close_active()
+        self._close_reader()
         self._closed = True
 
     def __enter__(self) -> Spool:
