@@ -1,0 +1,1 @@
+"""Fuzzing: protobuf wire generators shared by the hypothesis tests and the atheris harnesses here."""
