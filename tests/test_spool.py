@@ -238,3 +238,12 @@ def test_closed_spool_refuses_use(tmp_path: Path) -> None:
     spool.close()
     with pytest.raises(Exception, match="closed"):
         spool.append(b"x")
+
+
+def test_block_policy_reclaims_an_acknowledged_active_segment(tmp_path: Path) -> None:
+    with Spool.open(tmp_path, segment_bytes=1000, max_bytes=1000, when_full="block") as spool:
+        spool.append(b"a" * 300)
+        spool.ack(1)  # the young active segment is kept for appending ...
+        assert spool.size_bytes > 0
+        spool.append(b"b" * 900)  # ... but reclaimed when the room is needed
+        assert [r.payload for r in spool.read(5)] == [b"b" * 900]

@@ -261,7 +261,10 @@ class Forwarder(Generic[B]):
                     self._room.set()
                     log.info("spool drained; delivering directly again")
                     return
-            if not records:  # only damaged bytes left to skip: read again
+            if not records:  # the cursor lost its place (damage skipped): start over from the oldest
+                async with self._lock:
+                    self.spool.rewind()
+                await asyncio.sleep(0.01)
                 continue
             record = records[0]
             batch = self._decode(record)

@@ -415,6 +415,8 @@ class Spool:
                 f"spool record of {len(payload)} bytes exceeds the segment size of {self.segment_bytes} bytes"
             )
         if self.size_bytes + need > self.max_bytes:
+            self._delete_acked_segments(keep_active=False)
+        if self.size_bytes + need > self.max_bytes:
             if self.when_full == "block":
                 raise SpoolFull(
                     f"spool {self.directory} full ({self.size_bytes} of {self.max_bytes} bytes, "
@@ -506,6 +508,8 @@ class Spool:
         while index < len(self._segments) and len(out) < max_records:
             segment = self._segments[index]
             if offset >= segment.size:
+                if index == len(self._segments) - 1:
+                    break  # the end of the active segment: later appends continue right here
                 index, offset = index + 1, 0
                 continue
             found = self._read_one(segment, offset)
@@ -543,7 +547,8 @@ class Spool:
         for index, segment in enumerate(self._segments):
             if segment.last_seq > self.acked:
                 return index, 0
-        return len(self._segments), 0
+        # all acknowledged: wait at the start of the active segment (its old records are skipped)
+        return max(0, len(self._segments) - 1), 0
 
     def _read_one(self, segment: _Segment, offset: int) -> tuple[int, bytes, int] | None:
         try:
@@ -597,12 +602,13 @@ class Spool:
             return item.offset
         return segment.size
 
-    def _delete_acked_segments(self) -> None:
+    def _delete_acked_segments(self, keep_active: bool = True) -> None:
         removed = 0
         while self._segments and self._segments[0].last_seq <= self.acked:
             segment = self._segments[0]
             if len(self._segments) == 1:
-                if self._fd is not None and segment.size < self.segment_bytes // 2 and segment.records:
+                young = segment.size < self.segment_bytes // 2
+                if keep_active and self._fd is not None and young and segment.records:
                     break  # keep appending to a young active segment
                 self._close_active()
             self._segments.pop(0)
