@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -110,7 +111,7 @@ async def test_record_with_count_captures_exactly_what_was_published(
     assert reader.problems.count == 0
     assert [(r.topic, r.payload) for r in got] == sent[:25]
     assert all(r.qos == 1 for r in got)
-    assert all(a.t <= b.t for a, b in zip(got, got[1:], strict=False))
+    assert all(a.t <= b.t for a, b in itertools.pairwise(got))
     assert b"recorded 25 messages" in stderr, stderr
 
 
@@ -132,11 +133,11 @@ async def test_record_stops_cleanly_on_sigint_and_sigterm_without_a_torn_line(
             stderr=asyncio.subprocess.PIPE,
         )
         pub = publisher(mqtt_broker)
-        stop_publishing = False
+        stop_publishing = asyncio.Event()
 
-        async def flood(client: mqtt.Client = pub) -> int:
+        async def flood(client: mqtt.Client = pub, done: asyncio.Event = stop_publishing) -> int:
             n = 0
-            while not stop_publishing:
+            while not done.is_set():
                 client.publish(f"{uns_prefix}/flood", b"x" * 200, qos=0)
                 n += 1
                 if n % 50 == 0:
@@ -149,7 +150,7 @@ async def test_record_stops_cleanly_on_sigint_and_sigterm_without_a_torn_line(
             proc.send_signal(sig)
             _, stderr = await asyncio.wait_for(proc.communicate(), 20)
         finally:
-            stop_publishing = True
+            stop_publishing.set()
             await task
             pub.loop_stop()
             pub.disconnect()
