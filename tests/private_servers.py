@@ -82,6 +82,7 @@ class PrivatePostgres:
             shutil.chown(self.root, self._as_user, self._as_user)
         self.root.chmod(0o700)
         self._initialised = False
+        self._ssl: tuple[Path, Path] | None = None
         self._pg_ctl = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data)]
         self._finalizer = weakref.finalize(self, _cleanup_postgres, self._command(self._pg_ctl), self.root)
 
@@ -101,6 +102,23 @@ class PrivatePostgres:
         if done.returncode != 0:
             tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise ServerError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
+
+    def enable_ssl(self, cert: Path, key: Path) -> None:
+        """Serve TLS with this certificate and key (copied into the cluster, owned by its user, mode 0600)."""
+        self._ssl = (cert, key)
+
+    def _install_ssl(self) -> None:
+        if self._ssl is None:
+            return
+        cert, key = self._ssl
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            target = self.data / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self._as_user is not None:
+                shutil.chown(target, self._as_user, self._as_user)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
 
     def start(self) -> None:
         if not self._initialised:
@@ -123,6 +141,7 @@ class PrivatePostgres:
                     f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
                     "fsync = on\nshared_buffers = 32MB\nmax_connections = 40\nlog_min_messages = warning\n"
                 )
+            self._install_ssl()
             self._initialised = True
         self._run([*self._pg_ctl, "-l", str(self.log), "-w", "-t", "60", "start"])
         _wait_for(
