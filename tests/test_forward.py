@@ -13,7 +13,7 @@ import pytest
 from tests.fault_counts import JsonIds, TableSink, count
 from tests.private_servers import PrivatePostgres, postgres_bin_dir
 from uns_bridge.embedded import free_port
-from uns_bridge.store.forward import Forwarder, is_transient
+from uns_bridge.store.forward import Forwarder, is_transient, open_spool
 from uns_bridge.store.spool import Spool
 
 needs_pg = pytest.mark.skipif(postgres_bin_dir() is None, reason="no PostgreSQL binaries")
@@ -238,3 +238,20 @@ async def test_transient_classification_on_real_errors(
         await victim.execute("SELECT 1")
     assert is_transient(shutdown.value), repr(shutdown.value)
     victim.terminate()
+
+
+def test_open_spool_follows_the_configuration(tmp_path: Path) -> None:
+    from uns_bridge.config import SpoolConfig
+
+    for max_bytes in (10_000, 1 << 20, 1 << 30):
+        config = SpoolConfig(
+            dir=tmp_path / str(max_bytes), max_bytes=max_bytes, fsync="never", when_full="drop-oldest"
+        )
+        with open_spool(config) as spool:
+            assert (spool.max_bytes, spool.fsync_policy, spool.when_full) == (
+                max_bytes,
+                "never",
+                "drop-oldest",
+            )
+            assert spool.segment_bytes <= max_bytes
+            spool.append(b"x")

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from uns_bridge.config import SpoolConfig
 from uns_bridge.store.spool import Record, RecordTooLarge, Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -322,3 +323,15 @@ def _accepts_token(deliver: Callable[..., object]) -> bool:
     except (TypeError, ValueError):
         return False
     return "token" in parameters
+
+
+def open_spool(config: SpoolConfig) -> Spool:
+    """The spool that ``[spool]`` configures (``dir``, ``max_bytes``, ``fsync``, ``when_full``), recovered."""
+    segment_bytes = min(config.max_bytes, max(64 * 1024, min(16 * 1024 * 1024, config.max_bytes // 8)))
+    return Spool.open(
+        config.dir,
+        max_bytes=config.max_bytes,
+        segment_bytes=segment_bytes,
+        fsync=config.fsync,
+        when_full=config.when_full,
+    )
