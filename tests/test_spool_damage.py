@@ -251,3 +251,43 @@ def test_sigkill_at_any_moment_loses_no_appended_record(tmp_path: Path, policy: 
             assert seqs == list(range(spool.acked + 1, spool.acked + 1 + len(seqs))), "no holes"
             assert not [d for d in spool.report.damage if d.kind == "corrupt"]
     print(f"appended {len(appended)} records over 6 SIGKILLs ({policy}); acked up to {acked}; nothing lost")
+
+
+# ------------------------------------------------------------------------------ a disk that fills up
+DISK_FULL_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pathlib import Path
+    from uns_bridge.store.spool import Spool
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+    spool = Spool.open(Path(sys.argv[1]), segment_bytes=1 << 20, fsync="never")
+    failures = 0
+    for i in range(200):
+        try:
+            seq = spool.append(bytes([i % 256]) * 97)
+        except OSError as exc:
+            failures += 1
+            print("E", type(exc).__name__, flush=True)
+            if failures == 3:
+                break
+        else:
+            print("A", seq, flush=True)
+    """
+)
+
+
+def test_disk_full_append_raises_and_leaves_the_spool_consistent(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    appended = [int(n) for kind, n in zip(lines[::2], lines[1::2], strict=True) if kind == "A"]
+    assert lines.count("E") == 3, done.stdout
+    with Spool.open(tmp_path) as spool:
+        got = read_all(spool)
+        assert spool.report.clean, spool.report.summary()
+    assert [s for s, _ in got] == appended, "exactly the records whose append returned"
+    assert all(p == bytes([s - 1]) * 97 for s, p in got)

@@ -92,7 +92,9 @@ class ForwardStats:
     undecodable: int = 0
     #: batches too large for the spool: delivered directly only, failure propagated
     too_large: int = 0
-    #: seconds spent waiting for spool room (policy ``block``)
+    #: failed spool writes (disk full or failing); the batch waits and is retried
+    spool_errors: int = 0
+    #: seconds spent waiting for spool room (policy ``block``) or a writable disk
     blocked_s: float = 0.0
     #: the last transient error seen, for status pages
     last_error: str | None = None
@@ -210,6 +212,7 @@ class Forwarder(Generic[B]):
         loop = asyncio.get_running_loop()
         started: float | None = None
         while True:
+            disk_error: OSError | None = None
             async with self._lock:
                 try:
                     await asyncio.to_thread(self.spool.append, data)
@@ -218,6 +221,9 @@ class Forwarder(Generic[B]):
                 except RecordTooLarge:
                     self.stats.too_large += 1
                     raise
+                except OSError as exc:  # disk full or failing: hold the batch (backpressure), never drop it
+                    self.stats.spool_errors += 1
+                    disk_error = exc
                 else:
                     self.stats.spooled += 1
                     if started is not None:
@@ -225,6 +231,11 @@ class Forwarder(Generic[B]):
                     return
             if started is None:
                 started = loop.time()
+            if disk_error is not None:
+                log.error("cannot write the spool (%s); retrying in %.1f s", disk_error, self.retry_max_s)
+                await asyncio.sleep(self.retry_max_s)
+                continue
+            if not self._room.is_set() and self.stats.blocked_s == 0:
                 log.warning(
                     "spool full (%d bytes); waiting for the drain to free room", self.spool.size_bytes
                 )
