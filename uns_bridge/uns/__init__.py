@@ -1,0 +1,1 @@
+"""The Unified Namespace side: the topic/payload contract (:mod:`.contract`) and publishing."""
