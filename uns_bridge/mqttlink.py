@@ -225,6 +225,9 @@ class FlowClient(aiomqtt.Client):
         self._reader: Any = None
         self._paused = False
         self._received = 0
+        #: mid -> (topic, payload) of :meth:`publish_nowait` messages not yet acknowledged (QoS > 0) or written
+        self.unacked: dict[int, tuple[str, bytes]] = {}
+        self._acked = asyncio.Event()
 
     # --- paho callbacks (all on the event loop thread except socket open during connect) ---
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -239,6 +242,11 @@ class FlowClient(aiomqtt.Client):
     def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
         super()._on_disconnect(*args, **kwargs)
         self._mark_lost(None)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
+        super()._on_publish(client, userdata, mid, *args)
+        if self.unacked.pop(mid, None) is not None:
+            self._acked.set()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         def read() -> None:
@@ -295,6 +303,7 @@ class FlowClient(aiomqtt.Client):
             self.lost_reason = exc
         self.lost.set()
         self._wakeup.set()
+        self._acked.set()
 
     @property
     def paused(self) -> bool:
@@ -330,6 +339,19 @@ class FlowClient(aiomqtt.Client):
         info = self._client.publish(topic, payload, qos, retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, f"could not publish to {topic}")
+        if not info.is_published():
+            self.unacked[info.mid] = (topic, payload)
+
+    async def wait_unacked(self, at_most: int) -> None:
+        """Wait until no more than ``at_most`` :meth:`publish_nowait` messages await acknowledgement.
+
+        Raises :class:`aiomqtt.MqttError` when the connection is lost meanwhile.
+        """
+        while len(self.unacked) > at_most:
+            if self.lost.is_set():
+                raise aiomqtt.MqttError("connection lost with messages unacknowledged")
+            self._acked.clear()
+            await self._acked.wait()
 
 
 async def close_quietly(client: aiomqtt.Client, timeout: float = 5.0) -> None:
