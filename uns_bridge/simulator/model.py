@@ -75,9 +75,9 @@ class SimMetric:
     #: a value set by a command, reported in the next DATA
     written: Value | sig.Unchanged = sig.UNCHANGED
 
-    def current(self) -> Value:
+    def current(self, timestamp: int | None = None) -> Value:
         if self.members:
-            return _motor_instance(self.members, full=True)
+            return _motor_instance(self.members, full=True, timestamp=timestamp)
         return None if self.signal is None else self.signal.value
 
 
@@ -90,7 +90,11 @@ def _motor_members() -> tuple[SimMetric, ...]:
 
 
 def _motor_instance(
-    members: tuple[SimMetric, ...], *, full: bool, changed: dict[str, Value] | None = None
+    members: tuple[SimMetric, ...],
+    *,
+    full: bool,
+    changed: dict[str, Value] | None = None,
+    timestamp: int | None = None,
 ) -> Template:
     chosen = [m for m in members if full or (changed is not None and m.name in changed)]
     return Template(
@@ -98,7 +102,7 @@ def _motor_instance(
             Metric(
                 m.name,
                 None,
-                None,
+                timestamp,
                 m.datatype,
                 m.current() if changed is None else changed[m.name],
                 properties=_props(m.unit) if full else None,
@@ -147,7 +151,7 @@ class SimDevice:
 class NodeIdentity:
     group: str
     node: str
-    enterprise: str = "ACME"
+    enterprise: str = "Acme"
     site: str = "Plant1"
     area: str = "Assembly"
     line: str = "Line1"
@@ -259,7 +263,7 @@ class EdgeNode:
 
     def _device_birth(self, device: SimDevice, now_ms: int) -> SimMessage:
         metrics = tuple(
-            Metric(m.name, m.alias, now_ms, m.datatype, m.current(), properties=_props(m.unit))
+            Metric(m.name, m.alias, now_ms, m.datatype, m.current(now_ms), properties=_props(m.unit))
             for m in device.metrics
         )
         device.online = True
@@ -319,7 +323,7 @@ class EdgeNode:
                             m.alias,
                             now_ms,
                             datatype,
-                            _motor_instance(m.members, full=False, changed=changed),
+                            _motor_instance(m.members, full=False, changed=changed, timestamp=now_ms),
                         )
                     )
                 continue

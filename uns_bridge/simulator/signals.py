@@ -53,6 +53,10 @@ class Analog(Signal):
     phase: float = 0.0
     value: Value = None
 
+    def __post_init__(self) -> None:
+        if self.value is None:
+            self.value = round(self.mean + self.amplitude * math.sin(self.phase), self.decimals)
+
     def step(self, now_ms: int, rng: random.Random) -> Value | Unchanged:
         angle = 2 * math.pi * (now_ms / 1000.0) / self.period_s + self.phase
         new = round(self.mean + self.amplitude * math.sin(angle) + rng.gauss(0.0, self.noise), self.decimals)
