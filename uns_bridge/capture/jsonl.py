@@ -137,7 +137,7 @@ def parse_line(line: bytes) -> CaptureRecord:
     if not isinstance(b64, str):
         raise ValueError(f"field 'payload_b64' must be a base64 string, got {_show(b64)}")
     try:
-        payload = base64.b64decode(b64, validate=True)
+        payload = binascii.a2b_base64(b64, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"field 'payload_b64' is not valid base64 ({exc})") from None
     qos = obj.get("qos", 0)
