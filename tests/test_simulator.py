@@ -53,7 +53,7 @@ def test_births_describe_every_metric_with_aliases_templates_datasets_and_hierar
         nbirth["Node Control/Rebirth"].datatype == DataType.Boolean
         and nbirth["Node Control/Rebirth"].value is False
     )
-    assert nbirth[f"{HIERARCHY}/Site"].value == "Plant1" and nbirth[f"{HIERARCHY}/Area"].value == "Assembly"
+    assert nbirth[f"{HIERARCHY}/Site"].value == "Detroit" and nbirth[f"{HIERARCHY}/Area"].value == "Assembly"
     assert nbirth[f"{HIERARCHY}/Line"].value == "Line1"
     definition = nbirth[MOTOR_DEFINITION].value
     assert isinstance(definition, Template) and definition.is_definition and definition.template_ref is None
@@ -63,7 +63,7 @@ def test_births_describe_every_metric_with_aliases_templates_datasets_and_hierar
     assert len(press) == 11
     motor = press[MOTOR_REF].value
     assert isinstance(motor, Template) and motor.template_ref == MOTOR_REF and not motor.is_definition
-    assert {m.name for m in motor.metrics} == {"Speed", "Current", "Running"}
+    assert {m.name for m in motor.metrics} == {"Speed", "Current", "Temperature", "Running"}
     assert isinstance(press["Recipe"].value, DataSet) and press["Recipe"].value.columns == (
         "Step",
         "Setpoint",

@@ -1,8 +1,9 @@
 """A fleet of simulated edge nodes, and the faults it can inject. Pure and deterministic.
 
 Naming follows the demo plant (``examples/demo-plant.toml``): groups ``<prefix>-<Area>`` (``Plant1-Assembly``),
-edge nodes ``Line<n>-PLC``, devices ``Press1``, ``Robot1``, ... Node ``i`` goes to area ``i % 4``, line
-``i // 4 + 1``.
+edge nodes ``Line<n>-PLC``, devices ``<Kind><Station>`` (``Press1``, ``Robot1``, ..., ``Press2``). Node ``i``
+goes to area ``i % 4``, line ``i // 4 + 1``. The NBIRTH hints name enterprise ``AcmeMotors`` and site
+``Detroit`` for ``Plant1``, ``Monterrey`` for ``Plant2`` (the prefix itself otherwise).
 
 Faults (``--fault NAME[=PROBABILITY]``, probability per data round of a node):
 
@@ -61,11 +62,19 @@ def device_ids(count: int) -> tuple[str, ...]:
     return tuple(f"{DEVICE_KINDS[i % len(DEVICE_KINDS)]}{i // len(DEVICE_KINDS) + 1}" for i in range(count))
 
 
+#: the demo plant's sites by plant prefix (``examples/demo-plant.toml``); other prefixes name themselves
+SITES = {"Plant1": "Detroit", "Plant2": "Monterrey"}
+
+
 def node_identity(index: int, group_prefix: str, site: str | None = None) -> NodeIdentity:
     area = AREAS[index % len(AREAS)]
     line = f"Line{index // len(AREAS) + 1}"
     return NodeIdentity(
-        group=f"{group_prefix}-{area}", node=f"{line}-PLC", site=site or group_prefix, area=area, line=line
+        group=f"{group_prefix}-{area}",
+        node=f"{line}-PLC",
+        site=site or SITES.get(group_prefix, group_prefix),
+        area=area,
+        line=line,
     )
 
 

@@ -85,6 +85,7 @@ def _motor_members() -> tuple[SimMetric, ...]:
     return (
         SimMetric("Speed", 0, DataType.Float, sig.Analog(1450, 40, 3, 90, decimals=1), "rpm"),
         SimMetric("Current", 0, DataType.Float, sig.Analog(12, 2, 0.2, 60, decimals=2), "A"),
+        SimMetric("Temperature", 0, DataType.Float, sig.Analog(45, 3, 0.1, 600, decimals=1), "degC"),
         SimMetric("Running", 0, DataType.Boolean, sig.Alarm(0.05, 0.05, value=True)),
     )
 
@@ -128,7 +129,7 @@ def _catalog(state: sig.StateMachine) -> list[Callable[[], SimMetric]]:
     return [
         lambda: SimMetric("Temperature", 0, DataType.Double, sig.Analog(60, 5, 0.2, 300), "degC"),
         lambda: SimMetric(MOTOR_REF, 0, DataType.Template, members=_motor_members()),
-        lambda: SimMetric("PartCount", 0, DataType.UInt64, sig.Counter(3), "parts"),
+        lambda: SimMetric("Count", 0, DataType.UInt64, sig.Counter(3), "parts"),
         lambda: SimMetric("State", 0, DataType.String, state),
         lambda: SimMetric("StateCode", 0, DataType.Int32, sig.StateCode(state)),
         lambda: SimMetric("Alarms/HighTemperature", 0, DataType.Boolean, sig.Alarm()),
@@ -151,7 +152,7 @@ class SimDevice:
 class NodeIdentity:
     group: str
     node: str
-    enterprise: str = "Acme"
+    enterprise: str = "AcmeMotors"
     site: str = "Plant1"
     area: str = "Assembly"
     line: str = "Line1"
