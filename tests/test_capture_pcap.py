@@ -292,3 +292,33 @@ async def test_real_tcpdump_capture_of_the_local_broker(
     assert all(a.t <= b.t for a, b in zip(to_broker, from_broker, strict=True))
     if protocol == 5:
         assert all(r.extra and r.extra.get("mqtt") == 5 for r in to_broker)
+
+
+@pytest.mark.parametrize("linktype", ["sll", "sll2", "raw", "null"])
+def test_other_link_layers(tmp_path: Path, linktype: str) -> None:
+    import struct
+
+    import dpkt
+
+    conv = conversation(port=8883)
+    conv.send(107.0, True, publish("t/link", b"ok", qos=1))
+    frames = []
+    for t, frame in conv.frames:
+        ip = bytes(dpkt.ethernet.Ethernet(frame).data)
+        if linktype == "sll":
+            frames.append((t, struct.pack(">HHH8sH", 0, 1, 6, b"\x02" * 8, 0x0800) + ip))
+        elif linktype == "sll2":
+            frames.append((t, struct.pack(">HHIHBB8s", 0x0800, 0, 1, 1, 0, 6, b"\x02" * 8) + ip))
+        elif linktype == "raw":
+            frames.append((t, ip))
+        else:
+            frames.append((t, struct.pack("<I", 2) + ip))
+    dlt = {"sll": 113, "sll2": 276, "raw": 101, "null": 0}[linktype]
+    path = tmp_path / f"{linktype}.pcap"
+    with open(path, "wb") as fh:
+        writer = dpkt.pcap.Writer(fh, linktype=dlt)
+        for t, frame in frames:
+            writer.writepkt(frame, ts=t)
+    got, reader = topics_and_payloads(path)
+    assert got == [("t/link", b"ok")]
+    assert reader.problems.count == 0

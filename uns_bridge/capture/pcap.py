@@ -558,7 +558,7 @@ def _network_layer(frame: bytes, linktype: int) -> Any:
         if len(frame) < 4:
             raise dpkt.NeedData("loopback header cut off")
         return _ip_by_version(frame[4:])
-    if linktype in (dpkt.pcap.DLT_RAW, 12, 14, 228, 229):
+    if linktype in (dpkt.pcap.DLT_RAW, 101, 12, 14, 228, 229):  # LINKTYPE_RAW, DLT_RAW variants, IPV4, IPV6
         return _ip_by_version(frame)
     if linktype == dpkt.pcap.DLT_LINUX_SLL:
         if len(frame) < 16:
