@@ -305,3 +305,41 @@ async def test_replay_to_an_unreachable_broker_fails_with_exit_1(tmp_path: Path)
     assert result.returncode == 1, result.stderr
     result = await run_cli("replay", str(path), "--to", "http://127.0.0.1:1")
     assert result.returncode == 2
+
+
+async def test_replay_a_pcap_and_record_with_duration(
+    tmp_path: Path, mqtt_broker: MqttBroker, uns_prefix: str
+) -> None:
+    conv = TcpConversation(Side("10.0.0.1", 40000, 1), Side("10.0.0.2", 1883, 1))
+    conv.handshake(10.0)
+    conv.send(10.1, True, connect(5))
+    sent = [(f"{uns_prefix}/p/{i}", bytes([65 + i]) * 700) for i in range(5)]
+    stream = b"".join(publish(t, p, version=5, qos=1, packet_id=i + 1) for i, (t, p) in enumerate(sent))
+    for k in range(0, len(stream), 500):  # PUBLISHes split across segments
+        conv.send(10.2 + k / 10_000, True, stream[k : k + 500])
+    pcap = tmp_path / "in.pcapng"
+    write_pcap(pcap, conv.frames, ng=True)
+    out = tmp_path / "rec.jsonl"
+    recorder = await asyncio.create_subprocess_exec(
+        *CLI,
+        "record",
+        "--out",
+        str(out),
+        "--url",
+        mqtt_broker.url,
+        "--filter",
+        f"{uns_prefix}/#",
+        "--duration",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert recorder.stderr is not None
+    while b"subscribed to" not in (line := await asyncio.wait_for(recorder.stderr.readline(), 20)):
+        assert line
+    result = await run_cli("replay", str(pcap), "--to", mqtt_broker.url, "--max-speed")
+    assert result.returncode == 0, result.stderr
+    await asyncio.wait_for(recorder.communicate(), 20)
+    assert recorder.returncode == 0
+    got = list(JsonlReader(out))
+    assert [(r.topic, r.payload, r.qos) for r in got] == [(t, p, 1) for t, p in sent]
