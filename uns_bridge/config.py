@@ -628,12 +628,11 @@ def load_config_with_origins(
             raise ConfigError(f"{where}: invalid TOML: {exc}") from None
         config = typing.cast(Config, _from_table(Config, table, "", where, problems, origins))
         sources.append(where)
-    before = len(origins)
     config = _apply_env(config, environ, problems, origins)
-    if len(origins) > before or any(v.startswith("environment") for v in origins.values()):
+    if any(origin.startswith("environment variable") for origin in origins.values()):
         sources.append("environment")
     source = " + ".join(sources) or "defaults"
-    problems.raise_if_any()
+    # failed values kept their defaults, so the cross-field checks can still run and report too
     config = _validate(config, origins, source, problems)
     problems.raise_if_any()
     return replace(config, source=source), origins
