@@ -61,6 +61,7 @@ class BridgeMetrics:
         self.dead_letters = 0
         self.anomalies: dict[str, int] = {}
         self.sink_errors = 0
+        self.host_errors = 0
         self.connects = 0
         self.connection_losses = 0
         #: name -> (help, callable giving the current value)
@@ -132,6 +133,7 @@ class BridgeMetrics:
             "seq_gaps": self.seq_gaps,
             "dead_letters": self.dead_letters,
             "sink_errors": self.sink_errors,
+            "host_errors": self.host_errors,
             "connects": self.connects,
             "connection_losses": self.connection_losses,
         }
@@ -171,6 +173,7 @@ _HELP = {
     "seq_gaps": "Sparkplug seq gaps detected",
     "dead_letters": "messages kept as dead letters",
     "sink_errors": "errors raised by a sink (store or UNS) while handling effects",
+    "host_errors": "messages the host core failed on (a bug; the message is skipped)",
     "connects": "successful connections of the Sparkplug session",
     "connection_losses": "lost connections of the Sparkplug session",
 }

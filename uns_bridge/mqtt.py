@@ -197,10 +197,14 @@ class HostSession:
 
     async def _shutdown(self, client: FlowClient) -> None:
         """Clean shutdown death: process what arrived, flush, STATE offline acknowledged, DISCONNECT."""
-        client.resume_reading()
-        while (item := client.take()) is not None:
+        # what was already received is processed (a bounded amount); nothing new is read meanwhile
+        for _ in range(self.config.receive_queue):
+            item = client.take()
+            if item is None:
+                break
             for publish in await self.pipeline.feed(item.topic, item.payload, item.received_ms):
                 await self._send(client, publish, wait=False)
+        client.resume_reading()  # the broker's acknowledgement of the death must be read
         try:
             for publish in await self.pipeline.disconnecting(now_ms()):
                 await self._send(client, publish, wait=publish.qos > 0, timeout=SHUTDOWN_ACK_TIMEOUT_S)

@@ -152,14 +152,17 @@ def explain_connect_error(exc: BaseException, where: str, config: MqttConfig) ->
     lower = text.lower()
     rc = getattr(exc, "rc", None)
     rc_value = getattr(rc, "value", rc)
+    who = f"user {config.username!r}" if config.username else "anonymous clients"
     if rc_value in (4, 134) or "bad user name or password" in lower or "bad username" in lower:
-        who = f"user {config.username!r}" if config.username else "anonymous clients"
         return (
             f"MQTT broker {where} rejected the credentials of {who}: set mqtt.username and "
             "UNS_MQTT_PASSWORD or mqtt.password_file"
         )
     if rc_value in (5, 135) or "not authori" in lower:
-        return f"MQTT broker {where} refused the connection (not authorised): check the broker's ACL for this client"
+        return (
+            f"MQTT broker {where} refused the credentials of {who} (not authorised): check mqtt.username, "
+            "UNS_MQTT_PASSWORD / mqtt.password_file and the broker's ACL"
+        )
     if "certificate verify failed" in lower or "certificate_verify_failed" in lower:
         return (
             f"TLS to {where} failed: the broker's certificate is not trusted ({text}); set mqtt.tls.ca_file "
@@ -257,11 +260,13 @@ class FlowClient(aiomqtt.Client):
                     rc = client.loop_read()
                     if rc != paho.MQTT_ERR_SUCCESS:
                         raise aiomqtt.MqttCodeError(rc, "connection lost")
-                    if self._paused or self._received == before:
-                        break
+                    if self._paused:
+                        break  # resuming calls this again for what TLS may have buffered
                     pending = getattr(client.socket(), "pending", None)
                     if pending is not None and pending() > 0:
-                        continue
+                        continue  # decrypted bytes waiting that the selector cannot see
+                    if self._received == before:
+                        break
             except Exception as exc:
                 self._mark_lost(exc)
                 if not self._disconnected.done():

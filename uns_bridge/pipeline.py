@@ -78,7 +78,14 @@ class Pipeline:
         """One received message (``now_ms``: receive time, ms UTC); returns what to publish."""
         async with self._lock:
             self.metrics.message(len(payload))
-            return await self._dispatch(self.host.receive(topic, payload, now_ms))
+            try:
+                effects = self.host.receive(topic, payload, now_ms)
+            except Exception:
+                # the host turns bad input into Anomaly effects; anything else is a bug, never a stop
+                self.metrics.host_errors += 1
+                log.exception("the host core failed on a message on %s (%d bytes)", topic, len(payload))
+                return []
+            return await self._dispatch(effects)
 
     async def tick(self, now_ms: int) -> list[Publish]:
         """Run the host's timers (seq reorder timeouts, rebirth retries)."""
