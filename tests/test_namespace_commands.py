@@ -110,3 +110,10 @@ def test_rules_lists_in_order() -> None:
         "other-plants",
     ]
     assert "default:    unassigned/{group}/_/_/{node}/{device}" in out
+
+
+def test_help_of_every_command_renders() -> None:
+    for args in (["namespace", "explain"], ["namespace", "rules"], ["config", "check"], ["config", "show"]):
+        code, out, err = _run(*args, "--help")
+        assert code == 0, err
+        assert "Usage" in out

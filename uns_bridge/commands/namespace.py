@@ -152,7 +152,10 @@ def register(app: typer.Typer) -> None:
     @group.command("explain")
     def explain_command(
         target: Annotated[
-            str, typer.Argument(help="A Sparkplug topic (spBv1.0/G/DDATA/N/D) or <group>/<node>[/<device>].")
+            str,
+            typer.Argument(
+                help="A Sparkplug topic (spBv1.0/G/DDATA/N/D), <group>/<node> or <group>/<node>/<device>."
+            ),
         ],
         config_file: ConfigOption = None,
         metric: Annotated[
