@@ -53,11 +53,12 @@ from __future__ import annotations
 import base64
 import math
 import re
+import sys
 from collections.abc import Iterable
 
 import orjson
 
-from uns_bridge.host.effects import MetricInfo, Sample
+from uns_bridge.host.effects import MetricInfo, Quality, Sample
 from uns_bridge.sparkplug.datatypes import DataType, datatype_name
 from uns_bridge.sparkplug.values import DataSet, Metric, PropertySet, PropertyValue, Template
 
@@ -166,6 +167,7 @@ def split_metric_topic(topic: str, base: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- values
 
+_MAX_FLOAT = sys.float_info.max
 _NAN = "NaN"
 _INF = "Infinity"
 _NINF = "-Infinity"
@@ -292,72 +294,77 @@ _SIMPLE_ARRAYS = frozenset(
 )
 
 
+#: ``,"quality":"GOOD",`` ... pre-rendered: the quality is one of three
+_QUALITY_BYTES = {q: b',"quality":' + orjson.dumps(q.value) + b"," for q in Quality}
+_SEQ_BYTES = [b'"seq":%d,' % n for n in range(256)]
+_HISTORICAL = b'"historical":true,'
+
+
 class ValueRenderer:
     """Renders values; caches the per-metric part (datatype, unit, source) by the metric object.
 
-    The cache holds at most ``max_cached`` metrics and starts over when full, so a long run with many
-    rebirths does not keep old catalog entries alive.
+    Per value only ``{"value", "timestamp"}`` goes through ``orjson.dumps``; the quality, seq and the
+    metric's pre-rendered tail (``"datatype", "unit", "source"``) are joined to it as bytes. The cache
+    holds at most ``max_cached`` metrics and starts over when full, so a long run with many rebirths
+    does not keep old catalog entries alive.
     """
 
     __slots__ = ("_cache", "_max")
 
     def __init__(self, max_cached: int = 200_000) -> None:
-        self._cache: dict[MetricInfo, tuple[str, object, dict[str, object]]] = {}
+        self._cache: dict[MetricInfo, bytes] = {}
         self._max = max_cached
 
-    def _static(self, info: MetricInfo) -> tuple[str, object, dict[str, object]]:
-        cached = self._cache.get(info)
-        if cached is None:
+    def _tail(self, info: MetricInfo) -> bytes:
+        tail = self._cache.get(info)
+        if tail is None:
             if len(self._cache) >= self._max:
                 self._cache.clear()
-            source: dict[str, object] = {
-                "group": info.group,
-                "node": info.node,
-                "device": info.device,
-                "metric": info.name,
+            static: dict[str, object] = {
+                "datatype": datatype_name(info.datatype),
+                "unit": info.unit,
+                "source": {
+                    "group": info.group,
+                    "node": info.node,
+                    "device": info.device,
+                    "metric": info.name,
+                },
             }
-            cached = (datatype_name(info.datatype), info.unit, source)
-            self._cache[info] = cached
-        return cached
+            tail = _dumps(static)[1:]  # '"datatype":...}'
+            self._cache[info] = tail
+        return tail
 
     def render(self, sample: Sample, seq: int | None = None) -> bytes:
         """JSON bytes of one sample per ``schemas/uns_value.schema.json``."""
         info = sample.metric
-        name, unit, source = self._static(info)
         value: object = sample.value
         kind = type(value)
-        data: dict[str, object]
+        head: dict[str, object]
         if kind is float:
-            value = _float(value)  # type: ignore[arg-type]
+            if not -_MAX_FLOAT <= value <= _MAX_FLOAT:  # type: ignore[operator]  # NaN, infinities
+                value = _float(value)  # type: ignore[arg-type]
+            head = {"value": value, "timestamp": sample.timestamp}
+        elif kind is int or kind is str or kind is bool or value is None:
+            head = {"value": value, "timestamp": sample.timestamp}
         elif kind is bytes:
-            data = {"value": _b64(value), "encoding": "base64"}  # type: ignore[arg-type]
-            return self._finish(data, sample, name, unit, source, seq)
-        elif not (kind is int or kind is str or kind is bool or value is None) and not (
-            kind is tuple and info.datatype in _SIMPLE_ARRAYS
-        ):
-            value = to_json_value(value)
-        data = {"value": value}
-        return self._finish(data, sample, name, unit, source, seq)
-
-    @staticmethod
-    def _finish(
-        data: dict[str, object],
-        sample: Sample,
-        name: str,
-        unit: object,
-        source: dict[str, object],
-        seq: int | None,
-    ) -> bytes:
-        data["timestamp"] = sample.timestamp
-        data["quality"] = sample.quality
-        data["datatype"] = name
-        data["unit"] = unit
-        data["source"] = source
+            head = {"value": _b64(value), "encoding": "base64", "timestamp": sample.timestamp}  # type: ignore[arg-type]
+        elif kind is tuple and info.datatype in _SIMPLE_ARRAYS:
+            head = {"value": value, "timestamp": sample.timestamp}
+        else:
+            head = {"value": to_json_value(value), "timestamp": sample.timestamp}
+        try:
+            first = orjson.dumps(head)
+        except (orjson.JSONEncodeError, TypeError):
+            first = _fallback(head)
+        tail = self._cache.get(info)
+        if tail is None:
+            tail = self._tail(info)
+        middle = _QUALITY_BYTES[sample.quality]
         if seq is not None:
-            data["seq"] = seq
+            middle += _SEQ_BYTES[seq] if 0 <= seq < 256 else b'"seq":%d,' % seq
         if sample.is_historical:
-            data["historical"] = True
-        return _dumps(data)
+            middle += _HISTORICAL
+        return first[:-1] + middle + tail
 
 
 _DEFAULT_RENDERER = ValueRenderer()
