@@ -12,7 +12,6 @@ import asyncio
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from tests.benchmarks._figures import Figure
@@ -112,58 +111,34 @@ def _pcap(tmp: Path, n: int) -> list[Figure]:
 
 
 async def _direct(tmp: Path, rounds: int) -> list[Figure]:
-    import asyncpg
-
     from tests import services
+    from tests.benchmarks._harness import bench_database
+    from tests.benchmarks.bench_ceilings import copy_ceiling, same_rows
     from uns_bridge.config import Config
     from uns_bridge.replay_direct import replay_direct
     from uns_bridge.simulator import FleetGenerator
 
+    fleet = FleetGenerator(nodes=2, devices=5, metrics=11, rate=10, seed=1)
+    path = tmp / "direct.jsonl"
+    with JsonlWriter(path) as writer:
+        for m in fleet.messages(int(T0 * 1000), rounds):
+            writer.write(CaptureRecord(m.t_ms / 1000, m.topic, m.payload, m.qos, m.retain))
     admin = services.postgres_admin_dsn()
-    name = f"bench_capture_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = services.with_database(admin, name)
-    try:
-        fleet = FleetGenerator(nodes=2, devices=5, metrics=11, rate=10, seed=1)
-        path = tmp / "direct.jsonl"
-        with JsonlWriter(path) as writer:
-            for m in fleet.messages(int(T0 * 1000), rounds):
-                writer.write(CaptureRecord(m.t_ms / 1000, m.topic, m.payload, m.qos, m.retain))
+    async with bench_database(admin) as (dsn, _name):
         result = await replay_direct(path, Config(), dsn)
-        samples_s = result.samples / result.seconds
-        # ceiling: raw binary COPY of as many narrow rows
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(
-                "CREATE TEMP TABLE ceiling(time timestamptz, metric_id int, value_double float8)"
-            )
-            import datetime as dt
-
-            base = dt.datetime.now(dt.UTC)
-            rows = [(base + dt.timedelta(milliseconds=i), i % 100, float(i)) for i in range(result.samples)]
-            started = time.perf_counter()
-            for k in range(0, len(rows), 10_000):
-                await conn.copy_records_to_table("ceiling", records=rows[k : k + 10_000])
-            copy_s = time.perf_counter() - started
-        finally:
-            await conn.close()
-        return [
-            Figure(
-                SUITE,
-                "replay --direct",
-                samples_s,
-                "samples/s",
-                result.samples / copy_s,
-                "raw COPY",
-                note=f"{result.messages} msgs, {result.samples} samples",
-            )
-        ]
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
+    async with bench_database(admin) as (dsn, name):
+        copy_rate, cpu = await copy_ceiling(dsn, name, same_rows(max(result.samples, 10_000)), writers=1)
+    return [
+        Figure(
+            SUITE,
+            "replay --direct",
+            result.samples / result.seconds,
+            "samples/s",
+            copy_rate,
+            "raw COPY (1 conn)",
+            note=f"{result.messages} msgs, {result.samples} samples; COPY {cpu}",
+        )
+    ]
 
 
 def run(quick: bool) -> list[Figure]:
