@@ -165,3 +165,12 @@ def test_any_ids_give_a_fixed_depth_topic_under_the_prefix(
     assert split_metric_topic(topic, base) == metric
     levels = [unescape_level(p) for p in parts[2:8]]
     assert levels == list(placer.place(group, node, device).levels)
+
+
+@pytest.mark.soak
+@settings(max_examples=200_000, deadline=None)
+@given(names, names, st.one_of(st.none(), names), names)
+def test_soak_any_ids_give_a_fixed_depth_topic(
+    group: str, node: str, device: str | None, metric: str
+) -> None:
+    test_any_ids_give_a_fixed_depth_topic_under_the_prefix.hypothesis.inner_test(group, node, device, metric)  # type: ignore[attr-defined]

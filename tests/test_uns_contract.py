@@ -364,3 +364,12 @@ def test_schema_rejects_what_the_contract_forbids() -> None:
         with pytest.raises(jsonschema.ValidationError):
             VALUE_SCHEMA.validate(broken)
     assert EMPTY_LEVEL == "_"
+
+
+@pytest.mark.soak
+@settings(max_examples=1_000_000, deadline=None)
+@given(st.one_of(any_text, tricky_text))
+def test_soak_any_name_round_trips(text: str) -> None:
+    level = escape_level(text)
+    assert unescape_level(level) == text
+    assert _valid_level(level)
