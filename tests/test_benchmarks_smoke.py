@@ -59,16 +59,17 @@ async def test_publisher_reaches_a_bare_subscriber_without_loss() -> None:
         group=group, nodes=2, devices=2, metrics=10, host=broker.host, port=broker.port, probe=False
     )
     with tempfile.TemporaryDirectory() as tmp:
-        args = {
+        counter = f"{tmp}/counter"
+        args: dict[str, object] = {
             "host": broker.host,
             "port": broker.port,
             "topic": f"spBv1.0/{group}/DDATA/#",
             "expect": 500,
             "idle_s": 5.0,
-            "counter": f"{tmp}/counter",
+            "counter": counter,
         }
         async with Sink("subscribe", args) as sink, Publisher(fleet) as pub:
-            sent = await pub.blast(500, counter=args["counter"], window=100)
+            sent = await pub.blast(500, counter=counter, window=100)
             got = await sink.result(timeout=60)
     assert sent["msgs"] == 500
     assert got["msgs"] == 500

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/latest.json"))
     parser.add_argument("suites", nargs="*", help="suite names (default: all), e.g. codec host store")
     args = parser.parse_args(argv)
-    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name[len("bench_") :] for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_")
+    )
     chosen = args.suites or names
     figures: list[Figure] = []
     failed: list[str] = []
@@ -41,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"time": time.time(), "quick": args.quick, "failed": failed, "figures": [f.as_dict() for f in figures]},
+            {
+                "time": time.time(),
+                "quick": args.quick,
+                "failed": failed,
+                "figures": [f.as_dict() for f in figures],
+            },
             indent=2,
         )
     )

@@ -217,6 +217,9 @@ class Player:
                     wait = min(wait, next_probe - time.perf_counter())
                 if wait > 0:
                     time.sleep(min(wait, 0.005))
+        if probe_every is not None:  # a last probe right after the data: its row ends the step
+            self.mqtt.send(self._probe(ts_bytes(int(time.time() * 1000))))
+            probes += 1
         wall1 = time.time()
         return {
             "msgs": sent,

@@ -1,0 +1,315 @@
+"""End to end: the real bridge (``python -m uns_bridge run``) fed Sparkplug DDATA at a rate ladder.
+
+Per step the publisher process sends DDATA at the offered rate plus 20 probe messages/s (one metric on
+a device of its own). Reported per step: metrics committed / time from the first publish to the last
+commit, loss (sent vs ``count(*)`` of ``uns.samples`` for the group), p50/p99 publish -> committed row
+(the probe's newest row, polled every 10 ms) and publish -> UNS message (the probe's republished JSON),
+CPU % of one core of the bridge, Mosquitto (all its clients), the bench database's PostgreSQL backends
+and the publisher. A step counts as sustained when nothing was lost and >= 90 % of the offered rate was
+committed; the ladder stops at the first step that is not. Variants: 100-metric messages (the main
+figure, vs the minimal pipeline ceiling, target 0.8x), 10- and 1-metric messages (message-rate bound, vs
+the bare subscriber), and catalogs of 100k (and 1M in full mode) metrics (lookup-bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+from tests.benchmarks import bench_ceilings
+from tests.benchmarks._bridge import BridgeProcess, LatencyWatch, StoreProbe
+from tests.benchmarks._figures import Figure
+from tests.benchmarks._harness import (
+    BenchUnavailable,
+    CpuMeter,
+    Publisher,
+    bench_database,
+    cpu_note,
+    mosquitto_pids,
+    peak_rss_mb,
+    percentile,
+    postgres_backends,
+    services_or_reason,
+    unique,
+)
+from tests.benchmarks._publisher import Fleet
+
+SUITE = "e2e"
+PROBE_HZ = 20.0
+SUSTAINED_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    nodes: int
+    devices: int
+    metrics: int
+    #: offered metrics/s per step
+    ladder: tuple[float, ...]
+    duration: float
+
+    @property
+    def catalog(self) -> int:
+        return self.nodes * self.devices * self.metrics
+
+    @property
+    def per_message(self) -> bool:
+        """Report in messages/s (message-rate bound variants)."""
+        return self.metrics < 100
+
+
+def variants(quick: bool) -> list[Variant]:
+    if quick:
+        return [
+            Variant("100-metric DDATA", 10, 1, 100, (50_000, 150_000, 300_000), 4.0),
+            Variant("10-metric DDATA", 10, 10, 10, (50_000, 150_000), 3.0),
+            Variant("1-metric DDATA", 10, 100, 1, (5_000, 25_000), 3.0),
+            Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (150_000,), 4.0),
+        ]
+    return [
+        Variant(
+            "100-metric DDATA",
+            10,
+            1,
+            100,
+            (50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 350_000, 400_000, 500_000),
+            10.0,
+        ),
+        Variant("10-metric DDATA", 10, 10, 10, (50_000, 100_000, 150_000, 200_000, 300_000, 400_000), 10.0),
+        Variant("1-metric DDATA", 10, 100, 1, (5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000), 10.0),
+        Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (100_000, 150_000, 200_000, 300_000), 10.0),
+        Variant("catalog 1M, 100-metric DDATA", 1000, 10, 100, (100_000, 150_000, 300_000), 10.0),
+    ]
+
+
+@dataclass
+class Step:
+    offered: float
+    sent: int
+    stored: int
+    seconds: float
+    db_ms: list[float]
+    uns_ms: list[float]
+    cpu: dict[str, float]
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.stored
+
+    @property
+    def achieved(self) -> float:
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def sustained(self) -> bool:
+        return self.lost == 0 and self.achieved >= SUSTAINED_FRACTION * self.offered
+
+    def latency_note(self) -> str:
+        def ms(values: list[float], q: float) -> str:
+            v = percentile(values, q)
+            return "-" if v is None else f"{v:,.0f}"
+
+        return (
+            f"commit p50/p99 {ms(self.db_ms, 0.5)}/{ms(self.db_ms, 0.99)} ms, "
+            f"UNS p50/p99 {ms(self.uns_ms, 0.5)}/{ms(self.uns_ms, 0.99)} ms"
+        )
+
+
+@dataclass
+class Outcome:
+    variant: Variant
+    steps: list[Step] = field(default_factory=list)
+    peak_rss_mb: float | None = None
+    births_s: float = 0.0
+    error: str | None = None
+
+
+async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Outcome:
+    """The ladder of one variant against a fresh bridge on a fresh bench database."""
+    outcome = Outcome(variant)
+    group = unique("BenchE")
+    fleet = Fleet(
+        group=group,
+        nodes=variant.nodes,
+        devices=variant.devices,
+        metrics=variant.metrics,
+        host=host,
+        port=port,
+    )
+    async with bench_database(admin) as (dsn, database), BridgeProcess(dsn, [group], host, port) as bridge:
+        store = await StoreProbe.connect(dsn, group)
+        watch: LatencyWatch | None = None
+        try:
+            async with Publisher(fleet) as pub:
+                started = time.perf_counter()
+                births = await pub.births()
+                expected_catalog = fleet.catalog + 1
+                catalog, _ = await store.wait_for("metrics", expected_catalog, timeout=300, stall=30)
+                if catalog < expected_catalog:
+                    raise BenchUnavailable(
+                        f"the bridge catalogued {catalog} of {expected_catalog} born metrics"
+                    )
+                base, _ = await store.wait_for("samples", births["birth_metrics"], timeout=120, stall=15)
+                outcome.births_s = time.perf_counter() - started
+                probe = await store.probe_metric()
+                if probe is None:
+                    raise BenchUnavailable("the probe metric is not in uns.metrics")
+                watch = LatencyWatch(store, probe[0], probe[1], host, port)
+                await watch.start()
+                backends = await postgres_backends(dsn, database)
+                for offered in variant.ladder:
+                    if not bridge.alive():
+                        raise BenchUnavailable(f"the bridge died:\n{bridge.log_tail()}")
+                    watch.reset()
+                    cpu = CpuMeter(
+                        {
+                            "bridge": [bridge.pid],
+                            "mosquitto": mosquitto_pids(),
+                            "postgres": backends,
+                            "publisher": [pub.pid],
+                        }
+                    )
+                    cpu.start()
+                    sent = await pub.run(offered / variant.metrics, variant.duration, probe_hz=PROBE_HZ)
+                    total = sent["metrics"] + sent["probe_msgs"]
+                    count, _ = await store.wait_for(
+                        "samples", base + total, timeout=variant.duration * 4 + 30, stall=10
+                    )
+                    done = time.time()
+                    if watch.newest >= sent["t1"] * 1000 - 50:
+                        done = min(done, watch.newest_seen)
+                    outcome.steps.append(
+                        Step(
+                            offered,
+                            total,
+                            count - base,
+                            done - sent["t0"],
+                            watch.db_ms,
+                            watch.uns_ms,
+                            cpu.stop(),
+                        )
+                    )
+                    base = count
+                    if not outcome.steps[-1].sustained:
+                        break
+                outcome.peak_rss_mb = peak_rss_mb(bridge.pid)
+        finally:
+            if watch is not None:
+                await watch.stop()
+            await store.close()
+    return outcome
+
+
+def figures_of(outcome: Outcome, ceilings: bench_ceilings.Ceilings) -> list[Figure]:
+    v = outcome.variant
+    unit = "msg/s" if v.per_message else "metrics/s"
+    scale = 1.0 / v.metrics if v.per_message else 1.0
+    if outcome.error is not None:
+        return [Figure(SUITE, f"{v.name}: bridge could not be measured", math.nan, unit, note=outcome.error)]
+    out: list[Figure] = []
+    for step in outcome.steps:
+        out.append(
+            Figure(
+                SUITE,
+                f"{v.name} @ {step.offered * scale:,.0f} {unit} offered",
+                step.achieved * scale,
+                unit,
+                note=f"lost {step.lost}; {step.latency_note()}; {cpu_note(step.cpu)}"
+                + ("" if step.sustained else "; NOT sustained"),
+            )
+        )
+    good = [s for s in outcome.steps if s.sustained]
+    best = max((s.achieved for s in good), default=0.0)
+    if v.per_message:
+        ceiling, cname, target = ceilings.broker_msgs_1, "bare subscriber (1-metric)", None
+    else:
+        ceiling, cname, target = ceilings.pipeline_metrics, "minimal pipeline", 0.8
+    out.append(
+        Figure(
+            SUITE,
+            f"{v.name}: sustained, zero loss",
+            best * scale,
+            unit,
+            ceiling=None if math.isnan(ceiling) else ceiling,
+            ceiling_name=cname,
+            target_ratio=target if v.catalog == 1000 else None,
+            note=f"catalog {v.catalog:,} metrics; births+catalog {outcome.births_s:.1f} s"
+            + ("" if good else "; no step sustained"),
+        )
+    )
+    if not v.per_message and v.catalog == 1000 and not math.isnan(ceilings.copy_rows):
+        out.append(
+            Figure(
+                SUITE,
+                f"{v.name}: sustained vs raw COPY",
+                best,
+                "metrics/s",
+                ceiling=ceilings.copy_rows,
+                ceiling_name="raw COPY",
+            )
+        )
+    near = min(outcome.steps, key=lambda s: abs(s.offered - 150_000), default=None)
+    if near is not None and not v.per_message:
+        for label, values in (
+            ("publish -> committed row", near.db_ms),
+            ("publish -> UNS message", near.uns_ms),
+        ):
+            for q in (0.5, 0.99):
+                value = percentile(values, q)
+                out.append(
+                    Figure(
+                        SUITE,
+                        f"{v.name}: {label} p{int(q * 100)} @ {near.offered:,.0f}/s",
+                        math.nan if value is None else value,
+                        "ms",
+                        note=f"{len(values)} probe samples",
+                    )
+                )
+    if outcome.peak_rss_mb is not None:
+        out.append(
+            Figure(
+                SUITE,
+                f"{v.name}: bridge peak RSS",
+                outcome.peak_rss_mb,
+                "MB",
+                note=f"catalog {v.catalog:,} metrics",
+            )
+        )
+    return out
+
+
+def _ceilings(quick: bool) -> bench_ceilings.Ceilings:
+    try:
+        return bench_ceilings.measure(quick)
+    except Exception as exc:  # the bridge figures still print, without ratios
+        print(f"!! e2e: ceilings could not be measured: {exc!r}", file=sys.stderr)
+        return bench_ceilings.Ceilings()
+
+
+async def _run(quick: bool) -> list[Outcome]:
+    admin, broker = services_or_reason()
+    outcomes: list[Outcome] = []
+    for variant in variants(quick):
+        try:
+            outcomes.append(await run_variant(variant, admin, broker.host, broker.port))
+        except BenchUnavailable as exc:
+            reason = str(exc)
+            print(f"!! e2e {variant.name}: {reason}", file=sys.stderr)
+            outcomes.append(
+                Outcome(variant, error=" | ".join(reason.splitlines()[:1] + reason.splitlines()[-3:]))
+            )
+            if "before it was ready" in reason or "no STATE online" in reason:
+                break  # the bridge does not start: the other variants would say the same
+    return outcomes
+
+
+def run(quick: bool) -> list[Figure]:
+    ceilings = _ceilings(quick)
+    figures: list[Figure] = []
+    for outcome in asyncio.run(_run(quick)):
+        figures.extend(figures_of(outcome, ceilings))
+    return figures
