@@ -1,7 +1,19 @@
 """Configuration: one TOML file, every key overridable by an environment variable.
 
 The dataclasses below are the whole configuration with its defaults. Loading, validation and the
-environment overrides live in this module too (see :func:`load_config`).
+environment overrides live in this module too (see :func:`load_config`):
+
+* precedence: built-in defaults < the TOML file (``path``, else ``UNS_CONFIG``) < ``UNS_*`` variables;
+* every key has ``UNS_<SECTION>_<KEY>`` (``UNS_MQTT_TLS_CA_FILE``, ``UNS_HOST_LIMITS_MAX_PAYLOAD_BYTES``,
+  ``UNS_LOG_LEVEL``), plus ``UNS_PREFIX`` for ``uns.prefix``; lists are comma-separated
+  (``UNS_MQTT_GROUPS=A,B``), booleans ``true/false/1/0/yes/no/on/off``, an empty value unsets an optional
+  key; ``UNS_NAMESPACE_RULES`` is a JSON array, ``UNS_NAMESPACE_DEFAULT_<LEVEL>`` one default level;
+* errors are :class:`ConfigError`, one line per problem, each naming the file or variable and the key
+  path (``uns-bridge.toml: namespace.rules[2].match.device (rule 'presses'): ...``); every problem of a
+  load is reported at once.
+
+Validation of the namespace rules and the UNS prefix uses :mod:`uns_bridge.namespace` and
+:mod:`uns_bridge.placement`, imported inside :func:`load_config` (they import this module).
 """
 
 from __future__ import annotations
