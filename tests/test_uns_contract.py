@@ -373,3 +373,9 @@ def test_soak_any_name_round_trips(text: str) -> None:
     level = escape_level(text)
     assert unescape_level(level) == text
     assert _valid_level(level)
+
+
+def test_unexpected_quality_does_not_crash() -> None:
+    data = orjson.loads(render_value(Sample(_info(DataType.Int32), 1, 5, "WEIRD")))  # type: ignore[arg-type]
+    assert data["quality"] == "WEIRD" and data["value"] == 5
+    assert orjson.loads(render_value(Sample(_info(DataType.Int32), 1, 5, "GOOD")))["quality"] == "GOOD"  # type: ignore[arg-type]

@@ -11,6 +11,10 @@ node's).
 * ``state_topic(group, node, device)`` -> ``<prefix>/<six levels>/$state``
 
 Topic levels are escaped as :mod:`uns_bridge.uns.contract` documents (an empty level is ``_``).
+
+A node's own metrics take the node id as their equipment level (unless the namespace gives one), so a
+device whose id equals its node's id shares the node's base topic; the ``source`` in each payload
+still tells them apart.
 """
 
 from __future__ import annotations

@@ -359,7 +359,9 @@ class ValueRenderer:
         tail = self._cache.get(info)
         if tail is None:
             tail = self._tail(info)
-        middle = _QUALITY_BYTES[sample.quality]
+        middle = _QUALITY_BYTES.get(sample.quality)
+        if middle is None:  # not one of the three: say what it is rather than fail
+            middle = b',"quality":' + _dumps({"q": str(sample.quality)})[5:-1] + b","
         if seq is not None:
             middle += _SEQ_BYTES[seq] if 0 <= seq < 256 else b'"seq":%d,' % seq
         if sample.is_historical:
