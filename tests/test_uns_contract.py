@@ -379,3 +379,10 @@ def test_unexpected_quality_does_not_crash() -> None:
     data = orjson.loads(render_value(Sample(_info(DataType.Int32), 1, 5, "WEIRD")))  # type: ignore[arg-type]
     assert data["quality"] == "WEIRD" and data["value"] == 5
     assert orjson.loads(render_value(Sample(_info(DataType.Int32), 1, 5, "GOOD")))["quality"] == "GOOD"  # type: ignore[arg-type]
+
+
+def test_malformed_values_from_a_bad_sender_still_render() -> None:
+    # an "Int64Array" holding bytes and an object the codec should never produce: JSON, not an exception
+    data = _render(DataType.Int64Array, (1, b"\x00", 2**70))
+    assert data["value"] == [1, "AA==", 2**70]
+    assert isinstance(_render(DataType.String, object())["value"], str)

@@ -262,17 +262,23 @@ def to_json_value(value: object) -> object:
 
 
 def _fallback(data: dict[str, object]) -> bytes:
-    """Slow path for what orjson refuses: integers past 64 bits, lone surrogates in strings."""
+    """Slow path for what orjson refuses: integers past 64 bits, lone surrogates, odd objects."""
     import json
 
     def fix(item: object) -> object:
         if isinstance(item, dict):
-            return {fix_str(k): fix(v) for k, v in item.items()}
-        if isinstance(item, list):
+            return {fix_str(str(k)): fix(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
             return [fix(v) for v in item]
         if isinstance(item, str):
             return fix_str(item)
-        return item
+        if item is None or isinstance(item, bool | int):
+            return item
+        if isinstance(item, float):
+            return _float(item)
+        if isinstance(item, bytes):
+            return _b64(item)
+        return fix_str(str(item))
 
     def fix_str(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")  # lone surrogate -> "?"
