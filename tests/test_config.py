@@ -371,3 +371,57 @@ def test_demo_plant_example_loads_and_maps_the_simulator_naming() -> None:
     other_site = placer.place("Plant2-Paint", "Line3-PLC", "Oven2")
     assert other_site.levels.site != press.levels.site
     assert placer.place("Lab", "Bench-PLC", "Scope").rule is None  # off-convention: the default mapping
+
+
+SPECIAL_ENV_VALUES = {
+    "mqtt.url": ("mqtt://broker:1884", "mqtt://broker:1884"),
+    "database.url": ("postgresql://u@db/uns", "postgresql://u@db/uns"),
+    "uns.prefix": ("p/q", "p/q"),
+    "log_level": ("debug", "DEBUG"),
+    "mqtt.groups": ("A, B", ("A", "B")),
+    "namespace.hint_prefixes": ("X/", ("X/",)),
+    "namespace.default": ('{"site": "{node}"}', None),
+    "namespace.rules": ('[{"name": "r", "match": {"group": "G"}}]', None),
+    "uns.qos": ("2", 2),
+}
+
+
+def _other_value(key: str, tp: object, default: object) -> tuple[str, object]:
+    """A valid non-default environment string for a key and the value it must load as."""
+    import typing
+
+    if key in SPECIAL_ENV_VALUES:
+        return SPECIAL_ENV_VALUES[key]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    inner = args[0] if args and typing.get_origin(tp) is not typing.Literal else tp
+    if typing.get_origin(inner) is typing.Literal:
+        choice = next(c for c in typing.get_args(inner) if c != default)
+        return str(choice), choice
+    if inner is bool:
+        return ("false" if default else "true"), not default
+    if inner is int:
+        value = (default or 0) + 1  # type: ignore[operator]
+        return str(value), value
+    if inner is float:
+        value = float(default or 1.0) * 2  # type: ignore[arg-type]
+        return str(value), value
+    if inner is Path:
+        return "/tmp/uns-x", Path("/tmp/uns-x")
+    return "text-value", "text-value"
+
+
+def test_every_key_is_read_from_its_environment_variable() -> None:
+    from uns_bridge.config import Config, _get
+
+    defaults = Config()
+    for key, tp in config_keys():
+        raw, expected = _other_value(key, tp, _get(defaults, key))
+        environ = {env_name(key): raw}
+        if key == "mqtt.tls.key_file":
+            environ["UNS_MQTT_TLS_CERT_FILE"] = "/tmp/cert.pem"
+        config, origins = load_config_with_origins(None, environ)
+        assert origins[key] == f"environment variable {env_name(key)}", key
+        value = _get(config, key)
+        if expected is not None:
+            assert value == expected, key
+        assert value != _get(defaults, key), key
