@@ -81,16 +81,25 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[index]
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set (VmHWM) of a live process in MB, None when unreadable."""
+def _status_mb(pid: int, key: str) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set (VmHWM) of a live process in MB, None when unreadable."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Current resident set (VmRSS) of a live process in MB, None when unreadable."""
+    return _status_mb(pid, "VmRSS:")
 
 
 def mosquitto_pids() -> list[int]:

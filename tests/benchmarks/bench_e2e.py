@@ -128,6 +128,48 @@ class Outcome:
     error: str | None = None
 
 
+async def settle_births(
+    pub: Publisher, store: StoreProbe, fleet: Fleet, host: str, port: int
+) -> tuple[int, float, LatencyWatch]:
+    """Births in, catalog and birth rows stored; (sample count, seconds it took, started latency watch)."""
+    started = time.perf_counter()
+    births = await pub.births()
+    expected = fleet.catalog + (1 if fleet.probe else 0)
+    catalog, _ = await store.wait_for("metrics", expected, timeout=600, stall=60)
+    if catalog < expected:
+        raise BenchUnavailable(f"the bridge catalogued {catalog} of {expected} born metrics")
+    base, _ = await store.wait_for("samples", births["birth_metrics"], timeout=300, stall=30)
+    took = time.perf_counter() - started
+    probe = await store.probe_metric()
+    if probe is None:
+        raise BenchUnavailable("the probe metric is not in uns.metrics")
+    watch = LatencyWatch(store, probe[0], probe[1], host, port)
+    await watch.start()
+    return base, took, watch
+
+
+async def measure_step(
+    pub: Publisher,
+    store: StoreProbe,
+    watch: LatencyWatch,
+    cpu: CpuMeter,
+    base: int,
+    offered: float,
+    duration: float,
+) -> tuple[Step, int]:
+    """One step at ``offered`` metrics/s; (the step, the new sample count)."""
+    watch.reset()
+    cpu.start()
+    sent = await pub.run(offered / pub.fleet.metrics, duration, probe_hz=PROBE_HZ)
+    total = sent["metrics"] + sent["probe_msgs"]
+    count, _ = await store.wait_for("samples", base + total, timeout=duration * 4 + 30, stall=10)
+    done = time.time()
+    if watch.newest >= sent["t1"] * 1000 - 50:
+        done = min(done, watch.newest_seen)
+    usage = cpu.stop()
+    return Step(offered, total, count - base, done - sent["t0"], watch.db_ms, watch.uns_ms, usage), count
+
+
 async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Outcome:
     """The ladder of one variant against a fresh bridge on a fresh bench database."""
     outcome = Outcome(variant)
@@ -145,56 +187,21 @@ async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Out
         watch: LatencyWatch | None = None
         try:
             async with Publisher(fleet) as pub:
-                started = time.perf_counter()
-                births = await pub.births()
-                expected_catalog = fleet.catalog + 1
-                catalog, _ = await store.wait_for("metrics", expected_catalog, timeout=300, stall=30)
-                if catalog < expected_catalog:
-                    raise BenchUnavailable(
-                        f"the bridge catalogued {catalog} of {expected_catalog} born metrics"
-                    )
-                base, _ = await store.wait_for("samples", births["birth_metrics"], timeout=120, stall=15)
-                outcome.births_s = time.perf_counter() - started
-                probe = await store.probe_metric()
-                if probe is None:
-                    raise BenchUnavailable("the probe metric is not in uns.metrics")
-                watch = LatencyWatch(store, probe[0], probe[1], host, port)
-                await watch.start()
-                backends = await postgres_backends(dsn, database)
+                base, outcome.births_s, watch = await settle_births(pub, store, fleet, host, port)
+                cpu = CpuMeter(
+                    {
+                        "bridge": [bridge.pid],
+                        "mosquitto": mosquitto_pids(),
+                        "postgres": await postgres_backends(dsn, database),
+                        "publisher": [pub.pid],
+                    }
+                )
                 for offered in variant.ladder:
                     if not bridge.alive():
                         raise BenchUnavailable(f"the bridge died:\n{bridge.log_tail()}")
-                    watch.reset()
-                    cpu = CpuMeter(
-                        {
-                            "bridge": [bridge.pid],
-                            "mosquitto": mosquitto_pids(),
-                            "postgres": backends,
-                            "publisher": [pub.pid],
-                        }
-                    )
-                    cpu.start()
-                    sent = await pub.run(offered / variant.metrics, variant.duration, probe_hz=PROBE_HZ)
-                    total = sent["metrics"] + sent["probe_msgs"]
-                    count, _ = await store.wait_for(
-                        "samples", base + total, timeout=variant.duration * 4 + 30, stall=10
-                    )
-                    done = time.time()
-                    if watch.newest >= sent["t1"] * 1000 - 50:
-                        done = min(done, watch.newest_seen)
-                    outcome.steps.append(
-                        Step(
-                            offered,
-                            total,
-                            count - base,
-                            done - sent["t0"],
-                            watch.db_ms,
-                            watch.uns_ms,
-                            cpu.stop(),
-                        )
-                    )
-                    base = count
-                    if not outcome.steps[-1].sustained:
+                    step, base = await measure_step(pub, store, watch, cpu, base, offered, variant.duration)
+                    outcome.steps.append(step)
+                    if not step.sustained:
                         break
                 outcome.peak_rss_mb = peak_rss_mb(bridge.pid)
         finally:
