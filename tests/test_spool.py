@@ -247,3 +247,17 @@ def test_block_policy_reclaims_an_acknowledged_active_segment(tmp_path: Path) ->
         assert spool.size_bytes > 0
         spool.append(b"b" * 900)  # ... but reclaimed when the room is needed
         assert [r.payload for r in spool.read(5)] == [b"b" * 900]
+
+
+def test_tokens_are_stable_per_spool_and_differ_between_spools(tmp_path: Path) -> None:
+    with Spool.open(tmp_path / "a") as a, Spool.open(tmp_path / "b") as b:
+        assert a.spool_id != b.spool_id
+        assert a.token(1) != b.token(1)
+        assert a.token(1) != a.token(2)
+        assert -(2**63) <= a.token(7) < 2**63
+        first = a.token(5)
+    with Spool.open(tmp_path / "a") as again:
+        assert again.token(5) == first, "a reopened spool keeps its name"
+    (tmp_path / "a" / "state.json").unlink()
+    with Spool.open(tmp_path / "a") as renamed:
+        assert renamed.token(5) != first, "a spool whose state was lost gets a new name"

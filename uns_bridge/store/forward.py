@@ -20,7 +20,8 @@ the batch is committed):
 
 Crash safety: a record is acknowledged right after its commit; a crash in between (microseconds) makes
 the next start deliver that one batch again. The writer closes that window when its batches are
-idempotent (see the ``token`` passed to ``deliver`` when it accepts one: the spool sequence number).
+idempotent (see the ``token`` passed to ``deliver`` when it accepts one: :meth:`Spool.token` of the
+record, unique across spools and restarts).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class Forwarder(Generic[B]):
     """Store-and-forward in front of ``deliver``; see the module docstring.
 
     ``deliver(batch)`` or ``deliver(batch, token)`` (a keyword-or-positional parameter named ``token``):
-    with the latter, spooled batches get ``token=<spool sequence number>`` (direct ones ``None``) so the
-    writer can record it in the same transaction and skip a batch it already committed.
+    with the latter, spooled batches get ``token=spool.token(seq)`` (a signed 64-bit integer; direct ones
+    ``None``) so the writer can record it in the same transaction and skip a batch it already committed.
     """
 
     def __init__(
@@ -284,7 +285,7 @@ class Forwarder(Generic[B]):
                 await self._ack(record)
                 continue
             try:
-                await self._call(batch, record.seq)
+                await self._call(batch, self.spool.token(record.seq))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

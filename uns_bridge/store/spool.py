@@ -5,8 +5,10 @@ Layout of ``<dir>``:
 * ``<first seq, 20 digits>.seg``: segments of records, appended to and never rewritten. The newest one
   is the *active* segment; a segment is closed when it reaches ``segment_bytes`` and deleted once every
   record in it is acknowledged.
-* ``state.json``: ``{"version": 1, "acked": N, "dropped": D}``; every record with ``seq <= N`` is done.
-  Written atomically (temporary file, fsync, rename, fsync of the directory).
+* ``state.json``: ``{"version": 1, "id": "<random>", "acked": N, "dropped": D}``; every record with
+  ``seq <= N`` is done. Written atomically (temporary file, fsync, rename, fsync of the directory).
+  ``id`` names this spool: :meth:`Spool.token` combines it with a sequence number into a delivery token
+  that is unique across spools (several bridges on one database) and across a lost state file.
 
 A record on disk is a 20-byte header followed by the payload::
 
@@ -40,10 +42,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import struct
 import time
 import zlib
@@ -254,6 +258,8 @@ class Spool:
         self.dropped = 0
         #: every record with ``seq <= acked`` is delivered (or dropped)
         self.acked = 0
+        #: this spool's random name (persisted); see :meth:`token`
+        self.spool_id = ""
         self._segments: list[_Segment] = []
         self._next_seq = 1
         self._fd: int | None = None
@@ -315,6 +321,9 @@ class Spool:
                 continue
             self._segments.append(segment)
         self._next_seq = max(last_seq, self.acked) + 1
+        if not self.spool_id:
+            self.spool_id = secrets.token_hex(8)
+            self._write_state()
         self._delete_acked_segments()
         self._cursor = None
         self.report.segments = len(self._segments)
@@ -379,6 +388,9 @@ class Spool:
             return
         self.acked = acked
         self.dropped = dropped
+        spool_id = state.get("id")
+        if isinstance(spool_id, str) and re.fullmatch(r"[0-9a-f]{16}", spool_id):
+            self.spool_id = spool_id
 
     # ---------------------------------------------------------------------------------------- writing
     @property
@@ -527,6 +539,11 @@ class Spool:
         self._cursor = (index, offset)
         return out
 
+    def token(self, seq: int) -> int:
+        """A signed 64-bit delivery token for record ``seq`` of this spool (for idempotent delivery)."""
+        digest = hashlib.blake2b(f"{self.spool_id}:{seq}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little", signed=True)
+
     def rewind(self) -> None:
         """Read again from the oldest unacknowledged record."""
         self._cursor = None
@@ -622,7 +639,8 @@ class Spool:
     def _write_state(self) -> None:
         path = self.directory / STATE_FILE
         tmp = self.directory / f"{STATE_FILE}.tmp{os.getpid()}"
-        data = json.dumps({"version": 1, "acked": self.acked, "dropped": self.dropped}).encode()
+        state = {"version": 1, "id": self.spool_id, "acked": self.acked, "dropped": self.dropped}
+        data = json.dumps(state).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
