@@ -97,7 +97,7 @@ def run(quick: bool) -> list[Figure]:
                     "values/s",
                     ceiling=ceiling,
                     ceiling_name="orjson.dumps {value,timestamp}",
-                    note="what render_value avoids by pre-rendering each metric's tail",
+                    note="for scale: same keys, but NaN and bytes not handled (not contract-correct)",
                 )
             )
 
