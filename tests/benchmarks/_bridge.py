@@ -179,6 +179,17 @@ class StoreProbe:
         )
         return None if value is None else float(value)
 
+    async def settled(self, quiet: float = 1.0, timeout: float = 60.0) -> int:
+        """The sample count once it stopped changing for ``quiet`` seconds (or after ``timeout``)."""
+        started = time.perf_counter()
+        last, since = await self.samples(), time.perf_counter()
+        while time.perf_counter() - since < quiet and time.perf_counter() - started < timeout:
+            await asyncio.sleep(0.25)
+            count = await self.samples()
+            if count != last:
+                last, since = count, time.perf_counter()
+        return last
+
     async def wait_for(
         self, what: str, target: int, timeout: float, stall: float = 15.0
     ) -> tuple[int, float]:
@@ -230,6 +241,19 @@ class LatencyWatch:
 
     def reset(self) -> None:
         self.db_ms, self.uns_ms = [], []
+
+    async def wait_newest(self, ms: float, timeout: float, stall: float) -> bool:
+        """Wait until the probe row of time ``ms`` (or a later one) is visible; False on timeout/stall."""
+        started = time.perf_counter()
+        seen, since = self.newest, started
+        while self.newest < ms:
+            now = time.perf_counter()
+            if self.newest != seen:
+                seen, since = self.newest, now
+            if now - started > timeout or now - since > stall:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _poll_db(self) -> None:
         while True:

@@ -217,14 +217,17 @@ class Player:
                     wait = min(wait, next_probe - time.perf_counter())
                 if wait > 0:
                     time.sleep(min(wait, 0.005))
+        last_probe_ms = None
         if probe_every is not None:  # a last probe right after the data: its row ends the step
-            self.mqtt.send(self._probe(ts_bytes(int(time.time() * 1000))))
+            last_probe_ms = int(time.time() * 1000)
+            self.mqtt.send(self._probe(ts_bytes(last_probe_ms)))
             probes += 1
         wall1 = time.time()
         return {
             "msgs": sent,
             "metrics": sent * self.fleet.metrics,
             "probe_msgs": probes,
+            "last_probe_ms": last_probe_ms,
             "t0": wall0,
             "t1": wall1,
             "achieved_msg_rate": sent / max(1e-9, wall1 - wall0),

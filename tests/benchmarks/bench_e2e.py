@@ -138,7 +138,8 @@ async def settle_births(
     catalog, _ = await store.wait_for("metrics", expected, timeout=600, stall=60)
     if catalog < expected:
         raise BenchUnavailable(f"the bridge catalogued {catalog} of {expected} born metrics")
-    base, _ = await store.wait_for("samples", births["birth_metrics"], timeout=300, stall=30)
+    await store.wait_for("samples", births["birth_metrics"], timeout=300, stall=10)
+    base = await store.settled()
     took = time.perf_counter() - started
     probe = await store.probe_metric()
     if probe is None:
@@ -162,9 +163,13 @@ async def measure_step(
     cpu.start()
     sent = await pub.run(offered / pub.fleet.metrics, duration, probe_hz=PROBE_HZ)
     total = sent["metrics"] + sent["probe_msgs"]
+    # the last probe was published after all data: wait for its row (cheap), then count (not cheap)
+    last = sent["last_probe_ms"]
+    if last is not None:
+        await watch.wait_newest(last, timeout=duration * 4 + 30, stall=10)
     count, _ = await store.wait_for("samples", base + total, timeout=duration * 4 + 30, stall=10)
     done = time.time()
-    if watch.newest >= sent["t1"] * 1000 - 50:
+    if last is not None and watch.newest >= last:
         done = min(done, watch.newest_seen)
     usage = cpu.stop()
     return Step(offered, total, count - base, done - sent["t0"], watch.db_ms, watch.uns_ms, usage), count
