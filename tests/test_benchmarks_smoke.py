@@ -91,3 +91,37 @@ async def test_bench_database_is_created_and_always_dropped() -> None:
         assert await conn.fetchval("select count(*) from pg_database where datname = $1", name) == 0
     finally:
         await conn.close()
+
+
+async def test_minimal_pipeline_commits_every_row() -> None:
+    admin, broker = services.local_postgres_dsn(), services.local_mosquitto()
+    if admin is None or broker is None:
+        pytest.skip("needs the local PostgreSQL and Mosquitto")
+    group = unique("BenchSmoke")
+    fleet = Fleet(
+        group=group, nodes=1, devices=3, metrics=10, host=broker.host, port=broker.port, probe=False
+    )
+    async with bench_database(admin) as (dsn, _):
+        with tempfile.TemporaryDirectory() as tmp:
+            counter = f"{tmp}/counter"
+            args: dict[str, object] = {
+                "dsn": dsn,
+                "host": broker.host,
+                "port": broker.port,
+                "topic": f"spBv1.0/{group}/DDATA/#",
+                "expect": 300,
+                "idle_s": 5.0,
+                "counter": counter,
+            }
+            async with Sink("pipeline", args) as sink, Publisher(fleet) as pub:
+                sent = await pub.blast(300, counter=counter, window=100)
+                got = await sink.result(timeout=60)
+        conn = await asyncpg.connect(dsn)
+        try:
+            stored = await conn.fetchval("select count(*) from bench_narrow")
+            aliases = await conn.fetchval("select count(distinct metric_id) from bench_narrow")
+        finally:
+            await conn.close()
+    assert sent["metrics"] == 3000
+    assert got["rows"] == stored == 3000
+    assert aliases == 30
