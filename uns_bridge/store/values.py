@@ -112,7 +112,17 @@ def _jbytes(data: bytes) -> str:
     return b64encode(data).decode("ascii")
 
 
+def _jsonb_order(key: str) -> tuple[int, bytes]:
+    data = key.encode("utf-8", "surrogatepass")
+    return len(data), data
+
+
 def _jprops(props: PropertySet, strict: bool) -> dict[str, object]:
+    if strict and len(props.items) > 1:
+        keys = [k for k, _ in props.items]
+        # jsonb keeps one value per key, ordered by (length, bytes): anything else needs the exact text
+        if len(set(keys)) != len(keys) or sorted(keys, key=_jsonb_order) != keys:
+            raise _Inexact
     return {_jstr(k, strict): _jprop(v, strict) for k, v in props.items}
 
 

@@ -65,6 +65,7 @@ from uns_bridge.host.effects import (
     NodeOnline,
     Quality,
     RebirthRequested,
+    Sample,
     Samples,
 )
 from uns_bridge.placement import Placer
@@ -88,6 +89,9 @@ _I64_MAX = (1 << 63) - 1
 _FLOAT_BITS = V._float_bits
 _encode = V.encode
 _HOUR_US = 3_600_000_000
+#: PostgreSQL's timestamptz range in µs since 2000 (4714-11-24 BC .. 294277-01-01)
+_PG_MIN_US = -211_813_488_000_000_000
+_PG_END_US = 9_223_371_331_200_000_000
 
 
 @dataclass
@@ -319,6 +323,9 @@ class StoreWriter:
                 mid = self._learn_metric(info, sample.timestamp)
             value: Any = sample.value
             t = (sample.timestamp - 946_684_800_000) * 1000
+            if not _I64_MIN <= t <= _I64_MAX:
+                self._bad_time(sample)
+                continue
             vt = type(value)
             q = _QUALITY[sample.quality]
             if vt is float:
@@ -333,6 +340,17 @@ class StoreWriter:
             old = current.get(mid)
             if old is None or old[0] <= t:
                 current[mid] = row
+
+    def _bad_time(self, sample: Sample) -> None:
+        self._batch.dead_letters.append(
+            (
+                ms_to_pg_us(int(time.time() * 1000)),
+                clean_text(f"metric:{'/'.join(str(k) for k in sample.metric.key)}"),
+                json.dumps({"timestamp": sample.timestamp, "value": V.to_json(sample.value)}).encode(),
+                f"timestamp {sample.timestamp} ms is outside any representable time",
+                "sample",
+            )
+        )
 
     def _place(self, group: str, node: str, device: str | None) -> int | None:
         """Asset rows for an entity's place (once each); returns the entity's asset id."""
@@ -602,7 +620,9 @@ class StoreWriter:
                 return
         covered = self._partitions
         hours = {
-            t // _HOUR_US for t in (r[0] for r in rows) if not any(plo <= t < phi for plo, phi in covered)
+            t // _HOUR_US
+            for t in (r[0] for r in rows)
+            if _PG_MIN_US <= t < _PG_END_US and not any(plo <= t < phi for plo, phi in covered)
         }
         if not hours:
             return
