@@ -15,9 +15,8 @@ import asyncpg
 import pytest
 
 from tests.private_servers import PrivatePostgres, postgres_bin_dir
-from tests.store_helpers import T0, defined, settings
-from uns_bridge.config import NamespaceConfig
-from uns_bridge.host.effects import MetricInfo, NodeOnline, Sample, Samples
+from uns_bridge.config import DatabaseConfig, NamespaceConfig
+from uns_bridge.host.effects import MetricInfo, MetricsDefined, NodeOnline, Sample, Samples
 from uns_bridge.namespace import Namespace
 from uns_bridge.placement import Placer
 from uns_bridge.sparkplug.datatypes import DataType
@@ -28,6 +27,7 @@ from uns_bridge.store.spool import Spool
 from uns_bridge.store.writer import StoreWriter
 
 pytestmark = pytest.mark.skipif(postgres_bin_dir() is None, reason="no PostgreSQL binaries")
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 @pytest.fixture
@@ -72,7 +72,9 @@ def report(label: str, sent: list[int], stored: list[int]) -> tuple[int, int]:
 
 
 async def writer_outage(pg: PrivatePostgres, spool_dir: Path, outage_s: float, fsync: str) -> None:
-    config = settings(flush_ms=20, batch_rows=200, write_timeout_ms=3000, queue_rows=20_000)
+    config = DatabaseConfig(
+        flush_ms=20, batch_rows=200, write_timeout_ms=3000, queue_rows=20_000, current_values_interval_ms=0
+    )
     await migrate(pg.dsn, config)
     writer = StoreWriter(pg.dsn, config, Placer(Namespace.from_config(NamespaceConfig()), prefix="uns"))
     await writer.start()
@@ -87,7 +89,9 @@ async def writer_outage(pg: PrivatePostgres, spool_dir: Path, outage_s: float, f
     await forwarder.start()
     group = "G_outage"
     info = MetricInfo(group, "E1", None, "counter", int(DataType.Int64), alias=1)
-    await writer.handle([NodeOnline(group, "E1", 0, T0), defined(writer, info)])
+    birth = MetricsDefined(group, "E1", None, (info,), T0)
+    writer.placer.observe(birth)
+    await writer.handle([NodeOnline(group, "E1", 0, T0), birth])
     sent: list[int] = []
     stop = asyncio.Event()
 
