@@ -26,7 +26,14 @@ def generate() -> str:
     """The text of the generated module for the current .proto."""
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}", f"--python_out={out}", PROTO.name],
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{PROTO.parent}",
+                f"--python_out={out}",
+                PROTO.name,
+            ],
             check=True,
         )
         text = (Path(out) / "sparkplug_b_pb2.py").read_text()

@@ -100,7 +100,9 @@ def _check_id(what: str, value: str) -> None:
         raise TopicError(f"the {what} is empty")
     bad = _FORBIDDEN.intersection(value)
     if bad:
-        raise TopicError(f"the {what} {value!r} contains {' and '.join(sorted(bad))}, which Sparkplug forbids")
+        raise TopicError(
+            f"the {what} {value!r} contains {' and '.join(sorted(bad))}, which Sparkplug forbids"
+        )
 
 
 def parse_topic(topic: str | bytes) -> SparkplugTopic | StateTopic:
@@ -122,13 +124,19 @@ def parse_topic(topic: str | bytes) -> SparkplugTopic | StateTopic:
     if len(parts) == 3 and parts[1] == "STATE":
         return StateTopic(parts[2])
     if len(parts) < 4:
-        raise TopicError(f"a Sparkplug B topic needs {NAMESPACE}/<group>/<type>/<edge node>, got {topic[:80]!r}")
+        raise TopicError(
+            f"a Sparkplug B topic needs {NAMESPACE}/<group>/<type>/<edge node>, got {topic[:80]!r}"
+        )
     message_type = _TYPES.get(parts[2])
     if message_type is None:
-        raise TopicError(f"unknown Sparkplug message type {parts[2][:40]!r} (expected one of {', '.join(_TYPES)})")
+        raise TopicError(
+            f"unknown Sparkplug message type {parts[2][:40]!r} (expected one of {', '.join(_TYPES)})"
+        )
     if message_type.is_device:
         if len(parts) == 4:
-            raise TopicError(f"{message_type} needs a device id: {NAMESPACE}/<group>/{message_type}/<node>/<device>")
+            raise TopicError(
+                f"{message_type} needs a device id: {NAMESPACE}/<group>/{message_type}/<node>/<device>"
+            )
         if len(parts) > 5:
             raise TopicError(f"the device id of {topic[:80]!r} contains '/', which Sparkplug forbids")
         return SparkplugTopic(parts[1], message_type, parts[3], parts[4])
