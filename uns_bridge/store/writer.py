@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import math
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ log = logging.getLogger(__name__)
 _QUALITY = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2}
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
-_FLOAT_BITS = V._float_bits
+_pack_d = struct.Struct("<d").pack
+_unpack_q = struct.Struct("<q").unpack
 _encode = V.encode
 _HOUR_US = 3_600_000_000
 #: PostgreSQL's timestamptz range in µs since 2000 (4714-11-24 BC .. 294277-01-01)
@@ -305,7 +307,7 @@ class StoreWriter:
                 self._anomaly(effect)  # type: ignore[arg-type]
         if self._batch_started == 0.0 and not self._batch.is_empty():
             self._batch_started = time.monotonic()
-        self.stats.queue_depth = self._queued_rows + len(self._batch)
+        self.stats.queue_depth = self._queued_rows + len(self._batch.samples)
         if self._queued_rows > self.settings.queue_rows:
             async with self._space:
                 await self._space.wait_for(
@@ -313,33 +315,41 @@ class StoreWriter:
                 )
 
     def _samples(self, effect: Samples) -> None:
-        rows = self._batch.samples
+        # the hot path: kept flat on purpose (one tuple unpack, no calls for floats and small ints)
+        append = self._batch.samples.append
         current = self._current
-        ids = self._metric_ids
+        ids_get = self._metric_ids.get
+        good = Quality.GOOD
+        pack_d = _pack_d
+        unpack_q = _unpack_q
+        lo = _I64_MIN
+        hi = _I64_MAX
         for sample in effect.samples:
-            info = sample.metric
-            mid = ids.get(info)
+            info, timestamp, value, quality, historical = sample
+            mid = ids_get(info)
             if mid is None:
-                mid = self._learn_metric(info, sample.timestamp)
-            value: Any = sample.value
-            t = (sample.timestamp - 946_684_800_000) * 1000
-            if not _I64_MIN <= t <= _I64_MAX:
+                mid = self._learn_metric(info, timestamp)
+            t = (timestamp - 946_684_800_000) * 1000
+            if not lo <= t <= hi:
                 self._bad_time(sample)
                 continue
+            q = 0 if quality is good else _QUALITY[quality]
             vt = type(value)
-            q = _QUALITY[sample.quality]
             if vt is float:
-                row: tuple[Any, ...] = (t, mid, _FLOAT_BITS(value), 3, q, sample.is_historical,
+                row: tuple[Any, ...] = (t, mid, unpack_q(pack_d(value))[0], 3, q, historical,
                                         None, value, None, None, None, None, None)  # fmt: skip
-            elif vt is int and _I64_MIN <= value <= _I64_MAX:
-                row = (t, mid, value, 1, q, sample.is_historical, value, None, None, None, None, None, None)
+            elif vt is int and lo <= value <= hi:  # type: ignore[operator]
+                row = (t, mid, value, 1, q, historical, value, None, None, None, None, None, None)
             else:
                 cols, vhash = _encode(value, info.datatype)
-                row = (t, mid, vhash, cols[0], q, sample.is_historical, *cols[1:])
-            rows.append(row)
-            old = current.get(mid)
-            if old is None or old[0] <= t:
-                current[mid] = row
+                row = (t, mid, vhash, cols[0], q, historical, *cols[1:])
+            append(row)
+            if historical:
+                old = current.get(mid)
+                if old is None or old[0] <= t:
+                    current[mid] = row
+            else:
+                current[mid] = row  # live data arrives in time order; the database keeps the newest anyway
 
     def _bad_time(self, sample: Sample) -> None:
         self._batch.dead_letters.append(
