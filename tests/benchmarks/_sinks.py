@@ -6,7 +6,8 @@
 
 Each prints ``{"ready": true}`` once subscribed, then one JSON result line when ``expect`` messages
 arrived or nothing arrived for ``idle_s`` seconds: counts plus wall-clock times of the first message
-and of the last receive (subscribe) / last commit (pipeline).
+and of the last receive (subscribe) / last commit (pipeline). The pipeline then lingers ``linger_s``
+seconds with its connections open, so their server backends' CPU can still be read.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def subscribe(args: dict[str, Any]) -> dict[str, Any]:
     return {"msgs": receiver.count, "first": receiver.first, "last": receiver.last}
 
 
-async def _pipeline(args: dict[str, Any]) -> dict[str, Any]:
+async def _pipeline(args: dict[str, Any]) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     from tests.benchmarks._wire import SharedCounter, parse_module
@@ -129,8 +130,12 @@ async def _pipeline(args: dict[str, Any]) -> dict[str, Any]:
                 if shared is not None:
                     shared.set(parsed)
                 append = rows.append
+                last_ms, when = -1, EPOCH
                 for m in payload.metrics:
-                    append((m.alias, EPOCH + timedelta(milliseconds=m.timestamp), m.double_value))
+                    ms = m.timestamp
+                    if ms != last_ms:  # metrics of one message mostly share their timestamp
+                        last_ms, when = ms, EPOCH + timedelta(milliseconds=ms)
+                    append((m.alias, when, m.double_value))
                 if len(rows) >= BATCH_ROWS:
                     await queue.put(rows)
                     rows = []
@@ -148,20 +153,26 @@ async def _pipeline(args: dict[str, Any]) -> dict[str, Any]:
     for task in writers:
         task.cancel()
     receiver.stop()
+    # answer while the connections (and so their server backends, whose CPU is being measured) still live
+    print(
+        json.dumps({"msgs": parsed, "rows": committed, "first": receiver.first, "last": last_commit}),
+        flush=True,
+    )
+    await asyncio.sleep(args.get("linger_s", 5.0))
     for conn in conns:
         await conn.close()
-    return {"msgs": parsed, "rows": committed, "first": receiver.first, "last": last_commit}
+    return None
 
 
 def main(argv: list[str]) -> int:
     mode, args = argv[1], json.loads(argv[2])
     if mode == "subscribe":
         result = subscribe(args)
+        print(json.dumps(result), flush=True)
     elif mode == "pipeline":
-        result = asyncio.run(_pipeline(args))
+        asyncio.run(_pipeline(args))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
-    print(json.dumps(result), flush=True)
     return 0
 
 
