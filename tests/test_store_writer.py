@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -393,3 +394,39 @@ async def test_historical_and_quality_are_kept(database_dsn: str, group_id: str)
     finally:
         await conn.close()
     assert [(r["quality"], r["is_historical"]) for r in rows] == [("BAD", True), ("STALE", False)]
+
+
+async def test_spool_wraps_delivery_while_the_database_is_away(
+    database_dsn: str, group_id: str, tmp_path: Path
+) -> None:
+    """The seam for store-and-forward: batches from a writer whose database is away are spooled as bytes,
+    and delivered later (once, by token) by a writer that reaches the database."""
+    from uns_bridge.embedded import free_port
+    from uns_bridge.placement import Placer
+    from uns_bridge.store.forward import Forwarder
+    from uns_bridge.store.spool import Spool
+    from uns_bridge.store.writer import StoreWriter
+
+    info = MetricInfo(group_id, "N1", None, "X", T.Double)
+    async with store(database_dsn) as good:
+        away = StoreWriter(f"postgresql://postgres@127.0.0.1:{free_port()}/none", settings(), good.placer)
+        await away.start()  # no database needed to start
+        spool = Spool.open(tmp_path / "spool")
+        forwarder = Forwarder(away.deliver_to_db, spool, BatchCodec(), retry_min_s=30)
+        away.deliver = forwarder.deliver
+        await away.handle(
+            [defined(away, info), Samples(tuple(Sample(info, T0 + i, i * 0.5) for i in range(10)))]
+        )
+        await away.flush()
+        assert forwarder.spooling and spool.pending_count() >= 1
+        await forwarder.close()
+        await away.close()
+        records = Spool.open(tmp_path / "spool").read(max_records=100)
+        assert records
+        for record in records:
+            batch = BatchCodec().decode(record.payload)
+            await good.deliver_to_db(batch, token=record.seq)
+            await good.deliver_to_db(batch, token=record.seq)  # a crash before the ack: delivered again
+        assert isinstance(good.placer, Placer)
+    stored = await stored_values(database_dsn)
+    assert [v for _, _, v in stored] == [i * 0.5 for i in range(10)]

@@ -117,13 +117,28 @@ def _jsonb_order(key: str) -> tuple[int, bytes]:
     return len(data), data
 
 
+class _Pairs(dict[str, object]):
+    """A JSON object that keeps every ``(key, value)`` pair in order, duplicates included.
+
+    ``json.dumps`` writes a dict subclass through its ``items()``; ``json.loads(object_pairs_hook=...)``
+    reads one back, so PropertySets survive the exact-JSON path unchanged.
+    """
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self) -> Any:
+        return list(self.pairs)
+
+
 def _jprops(props: PropertySet, strict: bool) -> dict[str, object]:
     if strict and len(props.items) > 1:
         keys = [k for k, _ in props.items]
         # jsonb keeps one value per key, ordered by (length, bytes): anything else needs the exact text
         if len(set(keys)) != len(keys) or sorted(keys, key=_jsonb_order) != keys:
             raise _Inexact
-    return {_jstr(k, strict): _jprop(v, strict) for k, v in props.items}
+    return _Pairs([(_jstr(k, strict), _jprop(v, strict)) for k, v in props.items])
 
 
 def _jprop(prop: PropertyValue, strict: bool) -> dict[str, object]:
@@ -216,7 +231,7 @@ def _display_data(data: object) -> object:
     if isinstance(data, list):
         return [_display_data(item) for item in data]
     if isinstance(data, dict):
-        return {_display_data(k): _display_data(v) for k, v in data.items()}
+        return _Pairs([(_display_data(k), _display_data(v)) for k, v in data.items()])  # type: ignore[misc]
     return data
 
 
@@ -396,8 +411,10 @@ def decode(
         return tuple(v_floats or ())
     if kind == K_RAWJSON:
         assert v_bytes is not None
-        return _typed(json.loads(v_bytes.decode("utf-8", "surrogatepass")), datatype)
-    data = json.loads(v_json) if isinstance(v_json, str) else v_json
+        return _typed(
+            json.loads(v_bytes.decode("utf-8", "surrogatepass"), object_pairs_hook=_Pairs), datatype
+        )
+    data = json.loads(v_json, object_pairs_hook=_Pairs) if isinstance(v_json, str) else v_json
     if kind == K_OTHER:
         return data
     return _typed(data, datatype)

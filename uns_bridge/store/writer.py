@@ -238,12 +238,17 @@ class StoreWriter:
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Open the pool (the schema must be migrated) and start the delivery tasks."""
+        """Create the pool and start the delivery tasks.
+
+        The database need not answer yet (connections are opened on demand, so a spool wrapping
+        ``deliver`` can take batches while it is away); the schema must be migrated before delivery.
+        """
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=max(1, self.settings.pool_size), init=setup_connection
+            self.dsn, min_size=0, max_size=max(1, self.settings.pool_size), init=setup_connection
         )
-        async with self._pool.acquire() as conn:
-            self._storage = await conn.fetchval("SELECT value FROM uns.settings WHERE key = 'storage'")
+        with contextlib.suppress(Exception):
+            async with self._pool.acquire(timeout=self.settings.write_timeout_ms / 1000) as conn:
+                await self._load_storage(conn)
         self._workers = [
             asyncio.create_task(self._worker(), name=f"store-writer-{i}") for i in range(self._concurrency)
         ]
@@ -620,7 +625,15 @@ class StoreWriter:
             await conn.executemany(_SQL_DEAD, b.dead_letters)
         return written, dead
 
+    async def _load_storage(self, conn: asyncpg.Connection) -> None:
+        storage = await conn.fetchval("SELECT value FROM uns.settings WHERE key = 'storage'")
+        if storage is None:
+            raise RuntimeError("schema uns is not migrated (no uns.settings storage row)")
+        self._storage = str(storage)
+
     async def _ensure_partitions(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if self._storage is None:
+            await self._load_storage(conn)
         if self._storage != "native":
             return
         lo = min(r[0] for r in rows)
