@@ -116,7 +116,9 @@ async def test_record_then_direct_replay_equals_live_ingest(
         await wait_for(
             lambda: any(b'"online":true' in p.replace(b" ", b"") for _, p, _ in state.messages), 30
         )
-        stats = await run_fleet(mqtt_broker.url, 2, 2, 11, 10.0, 2.0, {"gap": 0.05}, group_id, None, seed=5)
+        stats = await run_fleet(
+            mqtt_broker.url, 2, 2, 11, 10.0, 2.0, {"death": 0.1, "devicedeath": 0.1}, group_id, None, seed=5
+        )
         assert stats.published > 50
         await asyncio.sleep(1.0)  # the last clean NDEATHs reach the bridge; the writer flushes on stop
     finally:

@@ -31,12 +31,13 @@ def sample_payload(t: int) -> bytes:
         Payload(
             t,
             (
-                Metric(None, 7, t - 10, None, 3),
+                Metric(None, 7, t - 10, DataType.Int32, 3),
                 Metric("Motor", 8, t - 20, DataType.Template, motor),
                 Metric("NoTime", 9, None, DataType.Int32, 1),
             ),
             seq=4,
-        )
+        ),
+        omit_alias_datatypes=True,  # as DATA usually travels: the shifted copy must keep that shape
     )
 
 
@@ -51,7 +52,11 @@ def test_time_shifter_moves_every_timestamp_with_the_replay_clock() -> None:
     template = payload.metrics[1].value
     assert isinstance(template, Template) and template.metrics[0].timestamp == 2_000_000_000_498
     assert payload.metrics[2].timestamp is None
-    assert payload.metrics[0].value == 3 and payload.metrics[1].alias == 8
+    assert (
+        payload.metrics[0].value == 3
+        and payload.metrics[0].datatype is None
+        and payload.metrics[1].alias == 8
+    )
     state, ok = shifter.record(
         CaptureRecord(OLD / 1000, "spBv1.0/STATE/h", b'{"online":true,"timestamp":%d}' % OLD)
     )

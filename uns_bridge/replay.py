@@ -4,8 +4,10 @@
 a capture time ``t`` (ms) becomes ``start + (t - t0) / speed`` where ``t0`` is the first message's
 receive time and ``start`` the wall clock when the pass began (``speed`` 1 with ``--max-speed``). It is
 applied to the Sparkplug payload timestamp, every metric timestamp (template members included) and the
-``timestamp`` of STATE messages, so a host sees data that could have been produced right now. Payloads
-that do not decode are sent unchanged (and counted).
+``timestamp`` of STATE messages, so a host sees data that could have been produced right now. Only those
+fields change: the payload is edited at the protobuf level, so every other byte of meaning (datatypes left
+out of DATA metrics, unknown fields, the exact wire types) stays as captured. Payloads that do not parse
+are sent unchanged (and counted).
 
 The direct replay into the pipeline lives in :mod:`uns_bridge.replay_direct`.
 """
@@ -59,28 +61,28 @@ class TimeShifter:
             return self._state(record.payload)
         if not topic.startswith("spBv1.0/"):
             return record.payload, True
-        from uns_bridge.sparkplug.payload import PayloadError, decode_payload, encode_payload
+        from google.protobuf.message import DecodeError
 
+        from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
+
+        message = pb.Payload()
         try:
-            payload = decode_payload(record.payload)
-        except PayloadError:
+            message.ParseFromString(record.payload)
+        except (DecodeError, ValueError):
             return record.payload, False
-        shifted = payload._replace(
-            timestamp=None if payload.timestamp is None else self(payload.timestamp),
-            metrics=tuple(self._metric(m) for m in payload.metrics),
-        )
-        return encode_payload(shifted), True
+        if message.HasField("timestamp"):
+            message.timestamp = max(0, self(message.timestamp))
+        for metric in message.metrics:
+            self._metric(metric)
+        return message.SerializeToString(), True
 
-    def _metric(self, metric: Any) -> Any:
-        from uns_bridge.sparkplug.values import Template
-
-        value = metric.value
-        if isinstance(value, Template) and value.metrics:
-            from dataclasses import replace
-
-            value = replace(value, metrics=tuple(self._metric(m) for m in value.metrics))
-        timestamp = None if metric.timestamp is None else self(metric.timestamp)
-        return metric._replace(timestamp=timestamp, value=value)
+    def _metric(self, metric: Any) -> None:
+        """Shift one protobuf metric in place (and the members of a template value, recursively)."""
+        if metric.HasField("timestamp"):
+            metric.timestamp = max(0, self(metric.timestamp))
+        if metric.HasField("template_value"):
+            for member in metric.template_value.metrics:
+                self._metric(member)
 
     def _state(self, payload: bytes) -> tuple[bytes, bool]:
         try:

@@ -78,10 +78,15 @@ def node_identity(index: int, group_prefix: str, site: str | None = None) -> Nod
     )
 
 
-def default_encoder() -> Callable[[Payload], bytes]:
+def default_encoder(data_datatypes: bool = False) -> Callable[[Payload], bytes]:
+    """The codec's encoder; alias-only (DATA) metrics without their datatype unless ``data_datatypes``."""
     from uns_bridge.sparkplug.payload import encode_payload
 
-    encode: Callable[[Payload], bytes] = encode_payload
+    omit = not data_datatypes
+
+    def encode(payload: Payload) -> bytes:
+        return encode_payload(payload, omit_alias_datatypes=omit)
+
     return encode
 
 
@@ -118,7 +123,7 @@ class FleetGenerator:
     injected: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        encode = self.encode or default_encoder()
+        encode = self.encode or default_encoder(self.data_datatypes)
         ids = device_ids(self.devices)
         self.edge_nodes = [
             EdgeNode(

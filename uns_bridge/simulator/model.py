@@ -167,7 +167,8 @@ class EdgeNode:
     metrics_per_device: int
     seed: int
     encode: Callable[[Payload], bytes]
-    #: include the datatype in DATA metrics (the specification allows both; many senders omit it)
+    #: DATA metrics carry their datatype on the wire (the specification allows both; many senders omit
+    #: it). Informational here: the encoder given by the fleet does the omitting.
     data_datatypes: bool = False
     bd_seq: int = 0
     seq: int = 0
@@ -309,7 +310,7 @@ class EdgeNode:
     def _changes(self, metrics: list[SimMetric], now_ms: int) -> list[Metric]:
         out: list[Metric] = []
         for m in metrics:
-            datatype = m.datatype if self.data_datatypes or m.members else None
+            datatype = m.datatype  # the encoder leaves it out of alias-only metrics unless data_datatypes
             if m.members:
                 changed: dict[str, Value] = {}
                 for member in m.members:
