@@ -188,6 +188,13 @@ def coerce_value(datatype: int, raw: object, where: str) -> Value:
     raise PayloadError(f"{where}: datatype {datatype_name(datatype)} cannot be the value of a metric")
 
 
+def _text(value: object, where: str) -> str:
+    """A string field's value; protobuf hands back bytes when a proto2 string is not valid UTF-8."""
+    if type(value) is not str:
+        raise PayloadError(f"{where} is not valid UTF-8")
+    return value
+
+
 def _kind(raw: object) -> str:
     if isinstance(raw, DataSet):
         return "a dataset"
@@ -222,7 +229,7 @@ def decode_payload(data: bytes | bytearray | memoryview) -> Payload:
             timestamp=message.timestamp if message.HasField("timestamp") else None,
             metrics=metrics,
             seq=message.seq if message.HasField("seq") else None,
-            uuid=message.uuid if message.HasField("uuid") else None,
+            uuid=_text(message.uuid, "payload uuid") if message.HasField("uuid") else None,
             body=message.body if message.HasField("body") else None,
         )
     except PayloadError:
@@ -252,7 +259,7 @@ def _check_wire_types(message: Any, data: bytes) -> None:
         for descriptor, value in current.ListFields():
             if descriptor.message_type is None:
                 continue
-            if descriptor.label == descriptor.LABEL_REPEATED:
+            if descriptor.is_repeated:
                 stack.extend((item, f"{where}.{descriptor.name}[{i}]") for i, item in enumerate(value))
             else:
                 stack.append((value, f"{where}.{descriptor.name}"))
@@ -266,12 +273,16 @@ def _wire_value(m: Any, where: str) -> object:
         return _decode_dataset(m.dataset_value, where)
     if field == "template_value":
         return _decode_template(m.template_value, where)
-    return getattr(m, field)
+    value = getattr(m, field)
+    if field == "string_value" and type(value) is bytes:
+        raise PayloadError(f"{where}: the string value is not valid UTF-8")
+    return value
 
 
 def _decode_metric(m: Any, where: str) -> Metric:
     name = m.name if m.HasField("name") else None
     if name is not None:
+        name = _text(name, f"{where} name")
         where = f"metric {name!r}"
     datatype = m.datatype if m.HasField("datatype") else None
     raw = _wire_value(m, where)
@@ -293,21 +304,23 @@ def _decode_metric(m: Any, where: str) -> Metric:
 
 
 def _decode_metadata(md: Any) -> MetaData:
-    return MetaData(
-        **{
-            name: getattr(md, name) if md.HasField(name) else None
-            for name in (
-                "is_multi_part",
-                "content_type",
-                "size",
-                "seq",
-                "file_name",
-                "file_type",
-                "md5",
-                "description",
-            )
-        }
-    )
+    fields = {
+        name: getattr(md, name) if md.HasField(name) else None
+        for name in (
+            "is_multi_part",
+            "content_type",
+            "size",
+            "seq",
+            "file_name",
+            "file_type",
+            "md5",
+            "description",
+        )
+    }
+    for name, value in fields.items():
+        if type(value) is bytes:
+            raise PayloadError(f"metadata {name} is not valid UTF-8")
+    return MetaData(**fields)
 
 
 def _scalar_by_type(datatype: int, holder: Any, where: str) -> Scalar | None:
@@ -324,6 +337,7 @@ def _decode_propertyset(ps: Any, where: str) -> PropertySet:
         raise PayloadError(f"{where}: {len(ps.keys)} keys but {len(ps.values)} values")
     items = []
     for key, pv in zip(ps.keys, ps.values, strict=True):
+        key = _text(key, f"{where} key")
         items.append((key, _decode_propertyvalue(pv, f"{where} {key!r}")))
     return PropertySet(tuple(items))
 
@@ -357,7 +371,7 @@ def _decode_propertyvalue(pv: Any, where: str) -> PropertyValue:
 
 
 def _decode_dataset(ds: Any, where: str) -> DataSet:
-    columns = tuple(ds.columns)
+    columns = tuple(_text(c, f"{where} column name") for c in ds.columns)
     types = tuple(ds.types)
     width = ds.num_of_columns if ds.HasField("num_of_columns") else len(columns)
     if len(columns) != width or len(types) != width:
@@ -382,14 +396,14 @@ def _decode_template(t: Any, where: str) -> Template:
         metrics=tuple(_decode_metric(m, f"{where} member {i}") for i, m in enumerate(t.metrics)),
         parameters=tuple(
             TemplateParameter(
-                name=p.name,
+                name=_text(p.name, f"{where} parameter name"),
                 datatype=p.type,
                 value=_scalar_by_type(p.type, p, f"{where} parameter {p.name!r}"),
             )
             for p in t.parameters
         ),
-        version=t.version if t.HasField("version") else None,
-        template_ref=t.template_ref if t.HasField("template_ref") else None,
+        version=_text(t.version, f"{where} version") if t.HasField("version") else None,
+        template_ref=_text(t.template_ref, f"{where} template_ref") if t.HasField("template_ref") else None,
         is_definition=t.is_definition,
     )
 
