@@ -13,13 +13,12 @@ pytest.importorskip("uns_bridge.sparkplug.payload")
 
 import itertools
 
-from uns_bridge.sparkplug.payload import decode_payload, encode_payload
-
 from tests.services import MqttBroker
 from tests.test_replay_broker import Subscriber, run_cli, wait_for
 from uns_bridge.capture import CaptureRecord, JsonlWriter
 from uns_bridge.replay import TimeShifter
 from uns_bridge.sparkplug.datatypes import DataType
+from uns_bridge.sparkplug.payload import decode_payload, encode_payload
 from uns_bridge.sparkplug.values import Metric, Payload, Template
 
 OLD = 1_767_225_600_000  # 2026-01-01
