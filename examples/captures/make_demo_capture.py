@@ -29,8 +29,8 @@ def build(out: Path, rounds: int = 60) -> int:
         metrics=11,
         rate=1.0,
         group_prefix="Plant1",
-        seed=42,
-        faults={"gap": 0.01, "devicedeath": 0.01, "death": 0.005},
+        seed=45,
+        faults={"gap": 0.01, "devicedeath": 0.01, "death": 0.01},
     )
     with JsonlWriter(out) as writer:
         for message in fleet.messages(START_MS, rounds):

@@ -236,7 +236,12 @@ class JsonlWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         if kind == "gz":
-            self._fh: Any = gzip.open(self.path, "wb", compresslevel=6 if level is None else level)  # noqa: SIM115
+            # no name, mtime 0: the same records always give the same bytes
+            raw = open(self.path, "wb")  # noqa: SIM115
+            self._raw: Any = raw
+            self._fh: Any = gzip.GzipFile(
+                filename="", mode="wb", compresslevel=6 if level is None else level, fileobj=raw, mtime=0
+            )
         elif kind == "zst":
             raw = open(self.path, "wb")  # noqa: SIM115
             self._zst = zstandard.ZstdCompressor(level=3 if level is None else level).stream_writer(raw)
@@ -270,6 +275,9 @@ class JsonlWriter:
             return
         self._drain()
         self._fh.close()
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
 
     def __enter__(self) -> JsonlWriter:
         return self
