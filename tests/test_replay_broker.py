@@ -343,3 +343,19 @@ async def test_replay_a_pcap_and_record_with_duration(
     assert recorder.returncode == 0
     got = list(JsonlReader(out))
     assert [(r.topic, r.payload, r.qos) for r in got] == [(t, p, 1) for t, p in sent]
+
+
+async def test_capture_check_decodes_sparkplug_payloads(tmp_path: Path) -> None:
+    from uns_bridge.simulator import FleetGenerator
+
+    path = tmp_path / "sim.jsonl.gz"
+    with JsonlWriter(path) as writer:
+        for m in FleetGenerator(nodes=1, devices=1, metrics=11, seed=2).messages(1_767_225_600_000, 5):
+            writer.write(CaptureRecord(m.t_ms / 1000, m.topic, m.payload, m.qos, m.retain))
+        bad_at = writer.count + 1
+        writer.write(CaptureRecord(1_767_225_700.0, "spBv1.0/G/NDATA/N", b"\x0a\xff\xff"))  # not a payload
+    result = await run_cli("capture", "check", str(path))
+    assert result.returncode == 3, result.stderr
+    assert "NBIRTH   1" in result.stdout and "DBIRTH   1" in result.stdout
+    assert "undecodable payloads: 1" in result.stdout
+    assert f"message {bad_at} (spBv1.0/G/NDATA/N)" in result.stderr
