@@ -250,10 +250,15 @@ async def _timescale_policies(
     conn: asyncpg.Connection, settings: DatabaseConfig, report: MigrationReport
 ) -> None:
     """(Re)apply compression, retention and the continuous aggregate (outside a transaction)."""
-    await conn.execute(
-        "ALTER TABLE uns.sample SET (timescaledb.compress, timescaledb.compress_segmentby = 'metric_id', "
-        "timescaledb.compress_orderby = 'time DESC, vhash')"
+    configured = await conn.fetchval(
+        "SELECT count(*) FROM timescaledb_information.compression_settings"
+        " WHERE hypertable_schema = 'uns' AND hypertable_name = 'sample'"
     )
+    if not configured:  # once: it cannot change while chunks are compressed
+        await conn.execute(
+            "ALTER TABLE uns.sample SET (timescaledb.compress, timescaledb.compress_segmentby = 'metric_id', "
+            "timescaledb.compress_orderby = 'time DESC, vhash')"
+        )
     await conn.execute("SELECT remove_compression_policy('uns.sample', if_exists => true)")
     if settings.compress_after_days is not None:
         await conn.execute(

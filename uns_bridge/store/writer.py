@@ -230,6 +230,7 @@ class StoreWriter:
         self._closed = False
         # catalog caches
         self._metric_ids: dict[MetricInfo, int] = {}
+        self._entity_infos: dict[tuple[str, str, str | None], list[MetricInfo]] = {}
         self._known_assets: set[tuple[str, ...]] = set()
         self._known_nodes: dict[tuple[str, str], int] = {}
         self._known_devices: dict[tuple[str, str, str], int] = {}
@@ -427,6 +428,11 @@ class StoreWriter:
         return mid
 
     def _defined(self, effect: MetricsDefined) -> None:
+        # a new birth replaces the entity's MetricInfo objects: forget the old ones (bounded memory)
+        entity = (effect.group, effect.node, effect.device)
+        for old in self._entity_infos.pop(entity, ()):
+            self._metric_ids.pop(old, None)
+        self._entity_infos[entity] = list(effect.metrics)
         # a new birth may move the entity: forget its cached asset so its place is written again
         if effect.device is None:
             self._known_nodes.pop((effect.group, effect.node), None)
@@ -682,7 +688,7 @@ class StoreWriter:
             async with conn.transaction():
                 await conn.copy_records_to_table("uns_sample_stage", records=rows, columns=SAMPLE_COLUMNS)
                 written = int(await conn.fetchval(_SQL_STAGED))
-                await conn.execute("TRUNCATE uns_sample_stage")
+                await conn.execute("DELETE FROM uns_sample_stage")
             return written, 0
         except (asyncpg.PostgresError, asyncpg.DataError, OverflowError, ValueError, TypeError) as exc:
             if isinstance(exc, asyncpg.PostgresError) and is_transient(exc):
@@ -716,7 +722,7 @@ class StoreWriter:
             async with conn.transaction():
                 await conn.copy_records_to_table("uns_current_stage", records=rows, columns=CURRENT_COLUMNS)
                 await conn.execute(_SQL_CURRENT)
-                await conn.execute("TRUNCATE uns_current_stage")
+                await conn.execute("DELETE FROM uns_current_stage")
         except (asyncpg.PostgresError, asyncpg.DataError, OverflowError, ValueError) as exc:
             if isinstance(exc, asyncpg.PostgresError) and is_transient(exc):
                 raise
