@@ -430,3 +430,27 @@ async def test_spool_wraps_delivery_while_the_database_is_away(
         assert isinstance(good.placer, Placer)
     stored = await stored_values(database_dsn)
     assert [v for _, _, v in stored] == [i * 0.5 for i in range(10)]
+
+
+async def test_batches_flush_by_age_and_current_values_coalesce(database_dsn: str, group_id: str) -> None:
+    info = MetricInfo(group_id, "N1", None, "Age", T.Int64)
+    config = settings(batch_rows=1_000_000, flush_ms=50, current_values_interval_ms=50)
+    async with store(database_dsn, config) as writer:
+        await writer.handle(
+            [defined(writer, info), Samples(tuple(Sample(info, T0 + i, i) for i in range(500)))]
+        )
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while await conn.fetchval("SELECT count(*) FROM uns.sample") < 500:  # no flush(): the age does it
+                assert loop.time() < deadline, "the batch was not flushed by age"
+                await asyncio.sleep(0.02)
+            while (await conn.fetchval("SELECT count(*) FROM uns.metric_current")) == 0:
+                assert loop.time() < deadline, "current values were not written"
+                await asyncio.sleep(0.02)
+            current = await conn.fetch("SELECT value_num FROM uns.current WHERE metric = 'Age'")
+        finally:
+            await conn.close()
+        assert [r[0] for r in current] == [499.0]
+        assert writer.stats.batches <= 3  # not one write per sample

@@ -288,6 +288,8 @@ class StoreWriter:
     # ---------------------------------------------------------------------------------------- input
     async def handle(self, effects: Sequence[Effect]) -> None:
         """Turn effects into rows; waits while more than ``queue_rows`` rows are queued (backpressure)."""
+        if not self._workers:
+            raise RuntimeError("StoreWriter.handle() before start() (or after close())")
         limit = self.settings.batch_rows
         for effect in effects:
             kind = type(effect)
