@@ -92,7 +92,7 @@ def test_db_commands(database_dsn: str) -> None:
     assert result.exit_code == 1 and "pending:  0001_catalog.sql" in result.output
     result = runner.invoke(app, ["db", "migrate", "--database", database_dsn])
     assert result.exit_code == 0, result.output
-    assert "3 migration(s) applied" in result.output or "migration(s) applied" in result.output
+    assert f"{len(load_migrations())} migration(s) applied, 0 already" in result.output
     result = runner.invoke(app, ["db", "status", "--database", database_dsn])
     assert result.exit_code == 0 and "storage:  native" in result.output
     result = runner.invoke(app, ["db", "maintain", "--database", database_dsn])

@@ -454,3 +454,69 @@ async def test_batches_flush_by_age_and_current_values_coalesce(database_dsn: st
             await conn.close()
         assert [r[0] for r in current] == [499.0]
         assert writer.stats.batches <= 3  # not one write per sample
+
+
+async def test_asset_tree_follows_the_namespace_rules(database_dsn: str) -> None:
+    from uns_bridge.config import NamespaceConfig, NamespaceRule
+    from uns_bridge.namespace import Namespace
+    from uns_bridge.placement import Placer
+    from uns_bridge.store.writer import StoreWriter
+
+    rule = NamespaceRule(
+        "assembly",
+        {"group": "Plant{site}-{area}", "node": "Line{line}-PLC"},
+        {
+            "enterprise": "Acme",
+            "site": "Plant{site}",
+            "area": "{area}",
+            "line": "Line{line}",
+            "equipment": "{device}",
+        },
+    )
+    placer = Placer(Namespace.from_config(NamespaceConfig(rules=(rule,))), prefix="plant")
+    config = settings()
+    from uns_bridge.store.migrations import migrate
+
+    await migrate(database_dsn, config)
+    writer = StoreWriter(database_dsn, config, placer)
+    await writer.start()
+    press = MetricInfo("Plant1-Assembly", "Line2-PLC", "Press1", "Motor/Speed", T.Float)
+    other = MetricInfo("Plant1-Assembly", "Line2-PLC", "Press2", "Count", T.Int32)
+    try:
+        await writer.handle(
+            [
+                defined(writer, press),
+                defined(writer, other),
+                Samples((Sample(press, T0, 1.0), Sample(other, T0, 2))),
+            ]
+        )
+        await writer.flush()
+    finally:
+        await writer.close()
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        tree = await conn.fetch(
+            "WITH RECURSIVE t AS (SELECT id, level, name, 0 AS depth FROM uns.asset WHERE parent_id IS NULL"
+            " UNION ALL SELECT a.id, a.level, a.name, t.depth + 1 FROM uns.asset a JOIN t ON a.parent_id = t.id)"
+            " SELECT depth, level, name FROM t ORDER BY depth, name"
+        )
+        samples = await conn.fetch("SELECT asset_path, metric, uns_topic FROM uns.samples ORDER BY metric")
+    finally:
+        await conn.close()
+    assert [(r["depth"], r["level"], r["name"]) for r in tree] == [
+        (0, "enterprise", "Acme"),
+        (1, "site", "Plant1"),
+        (2, "area", "Assembly"),
+        (3, "line", "Line2"),
+        (4, "equipment", "Line2-PLC"),  # the node itself (its own metrics live there)
+        (4, "equipment", "Press1"),
+        (4, "equipment", "Press2"),
+    ]
+    assert [tuple(r) for r in samples] == [
+        ("Acme/Plant1/Assembly/Line2/Press2", "Count", "plant/Acme/Plant1/Assembly/Line2/_/Press2/Count"),
+        (
+            "Acme/Plant1/Assembly/Line2/Press1",
+            "Motor/Speed",
+            "plant/Acme/Plant1/Assembly/Line2/_/Press1/Motor/Speed",
+        ),
+    ]
