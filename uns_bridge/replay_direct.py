@@ -35,22 +35,15 @@ class DirectResult:
 
 def build_pipeline(config: Config, dsn: str) -> tuple[Any, Any]:
     """Host core + placer + store writer, as the service wires them (no UNS sink: nothing to publish to)."""
-    from uns_bridge.host.host import Host, HostConfig
+    from uns_bridge.app import host_config
+    from uns_bridge.host.host import Host
     from uns_bridge.metrics import BridgeMetrics
     from uns_bridge.namespace import Namespace
     from uns_bridge.pipeline import Pipeline
     from uns_bridge.placement import Placer
     from uns_bridge.store.writer import StoreWriter
 
-    settings = config.host
-    host = Host(
-        HostConfig(
-            host_id=settings.id,
-            role=settings.role,
-            reorder_timeout_ms=settings.reorder_timeout_ms,
-            rebirth_interval_ms=settings.rebirth_interval_ms,
-        )
-    )
+    host = Host(host_config(config))  # exactly as the live service builds it
     placer = Placer(Namespace.from_config(config.namespace), prefix=config.uns.prefix)
     writer = StoreWriter(dsn, config.database, placer)
     metrics = BridgeMetrics()
