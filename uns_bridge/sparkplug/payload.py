@@ -224,7 +224,12 @@ def decode_payload(data: bytes | bytearray | memoryview) -> Payload:
         ) from None
     _check_wire_types(message, data)
     try:
-        metrics = tuple(_decode_metric(m, f"metric {i}") for i, m in enumerate(message.metrics))
+        try:
+            metrics = tuple([_decode_metric(m, "metric") for m in message.metrics])
+        except PayloadError:
+            for index, m in enumerate(message.metrics):  # say which metric: cheap only on the error path
+                _decode_metric(m, f"metric {index}")
+            raise
         return Payload(
             timestamp=message.timestamp if message.HasField("timestamp") else None,
             metrics=metrics,
@@ -279,28 +284,92 @@ def _wire_value(m: Any, where: str) -> object:
     return value
 
 
+_PLAIN_FIELDS = frozenset(
+    ("int_value", "long_value", "float_value", "double_value", "boolean_value", "bytes_value")
+)
+
+
 def _decode_metric(m: Any, where: str) -> Metric:
-    name = m.name if m.HasField("name") else None
-    if name is not None:
-        name = _text(name, f"{where} name")
-        where = f"metric {name!r}"
-    datatype = m.datatype if m.HasField("datatype") else None
-    raw = _wire_value(m, where)
-    value: Value = raw if datatype is None else coerce_value(datatype, raw, where)  # type: ignore[assignment]
+    """One metric. The hot path of the bridge: every attribute read here costs, so defaults stand in
+    for presence checks where protobuf's default cannot be a real value (an empty name, datatype 0)."""
+    name = m.name
+    if not name:
+        name = None
+    elif type(name) is not str:
+        raise PayloadError(f"{where} name is not valid UTF-8")
+    datatype = m.datatype or None
+    field = m.WhichOneof("value")
+    if field is None:
+        raw: object = None
+    elif field in _PLAIN_FIELDS:
+        raw = getattr(m, field)
+    elif field == "string_value":
+        raw = m.string_value
+        if type(raw) is bytes:
+            raise PayloadError(f"{_where(where, name)}: the string value is not valid UTF-8")
+    else:
+        raw = _wire_value(m, _where(where, name))
+    if datatype is None or raw is None:
+        value: Value = raw  # type: ignore[assignment]
+    else:
+        coerce = _COERCE.get(datatype)
+        if coerce is None:
+            value = coerce_value(datatype, raw, _where(where, name))
+        else:
+            try:
+                value = coerce(raw)
+            except PayloadError as exc:
+                raise PayloadError(f"{_where(where, name)}{exc}") from None
+    alias = m.alias
+    if not alias and not m.HasField("alias"):
+        alias = None
+    timestamp = m.timestamp
+    if not timestamp and not m.HasField("timestamp"):
+        timestamp = None
     return Metric(
-        name=name,
-        alias=m.alias if m.HasField("alias") else None,
-        timestamp=m.timestamp if m.HasField("timestamp") else None,
-        datatype=datatype,
-        value=value,
-        is_historical=m.is_historical,
-        is_transient=m.is_transient,
-        is_null=m.is_null or raw is None,
-        metadata=_decode_metadata(m.metadata) if m.HasField("metadata") else None,
-        properties=_decode_propertyset(m.properties, f"{where} properties")
+        name,
+        alias,
+        timestamp,
+        datatype,
+        value,
+        m.is_historical,
+        m.is_transient,
+        m.is_null or raw is None,
+        _decode_metadata(m.metadata) if m.HasField("metadata") else None,
+        _decode_propertyset(m.properties, f"{_where(where, name)} properties")
         if m.HasField("properties")
         else None,
     )
+
+
+def _where(where: str, name: str | None) -> str:
+    return where if name is None else f"metric {name!r}"
+
+
+def _coercer(datatype: int) -> Any:
+    def coerce(raw: object) -> Value:
+        return coerce_value(datatype, raw, "")
+
+    return coerce
+
+
+def _float(raw: object) -> Value:
+    if type(raw) is float:
+        return raw
+    raise PayloadError(f": needs a float field, got {_kind(raw)}")
+
+
+def _bool(raw: object) -> Value:
+    if type(raw) is bool:
+        return raw
+    raise PayloadError(f": Boolean needs a boolean field, got {_kind(raw)}")
+
+
+#: the common datatypes' value checks, without the generic dispatch of :func:`coerce_value`
+_COERCE: dict[int, Any] = {int(t): _coercer(t) for t in DataType if t not in (DataType.Unknown,)}
+_COERCE[DataType.Float] = _float
+_COERCE[DataType.Double] = _float
+_COERCE[DataType.Boolean] = _bool
 
 
 def _decode_metadata(md: Any) -> MetaData:
