@@ -109,7 +109,7 @@ def record_command(
         )
 
     try:
-        with Live(line(RecordStats()), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(line(RecordStats()), console=console, refresh_per_second=4, transient=True) as live:
             stats, _ = run_until_signal(
                 lambda stop: record(
                     url,

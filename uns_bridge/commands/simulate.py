@@ -62,7 +62,7 @@ def simulate_command(
         )
 
     try:
-        with Live(line(FleetStats()), console=console, refresh_per_second=4) as live:
+        with Live(line(FleetStats()), console=console, refresh_per_second=4, transient=True) as live:
             stats, _ = run_until_signal(
                 lambda stop: run_fleet(
                     url,
@@ -79,10 +79,10 @@ def simulate_command(
                     on_round=lambda s: live.update(line(s)),
                 )
             )
-            live.update(line(stats))
     except Exception as exc:  # broker unreachable, connection refused
         console.print(f"[red]simulate failed:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
+    console.print(line(stats))
 
 
 def register(app: typer.Typer) -> None:
