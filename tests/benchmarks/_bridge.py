@@ -41,6 +41,12 @@ def free_port() -> int:
         return port
 
 
+def _is_exception_line(line: str) -> bool:
+    """``package.SomeError: detail`` as the last line of a logged traceback."""
+    head = line.split(":", 1)[0]
+    return bool(line) and not line[0].isspace() and ":" in line and head.endswith(("Error", "Exception"))
+
+
 class BridgeProcess:
     """``async with BridgeProcess(...) as bridge``: started, ready, and stopped (SIGTERM, then SIGKILL)."""
 
@@ -61,6 +67,21 @@ class BridgeProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def errors(self, limit: int = 3) -> str:
+        """The bridge's first ERROR log lines, each with the exception it ended in, for a failure message."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        found: list[str] = []
+        for i, line in enumerate(text):
+            if " ERROR " in line or " CRITICAL " in line:
+                cause = next((t for t in text[i + 1 : i + 60] if _is_exception_line(t)), "")
+                found.append(line.strip() + (f" -> {cause.strip()}" if cause else ""))
+                if len(found) >= limit:
+                    break
+        return "; ".join(found)
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -215,15 +236,11 @@ class LatencyWatch:
     """While running: DB latency (poll the probe's newest row) and UNS latency (its republished JSON)."""
 
     def __init__(
-        self, store: StoreProbe, metric_id: int, uns_topic: str | None, host: str, port: int
+        self, dsn: str, store: StoreProbe, metric_id: int, uns_topic: str | None, host: str, port: int
     ) -> None:
-        self.store, self.metric_id, self.uns_topic, self.host, self.port = (
-            store,
-            metric_id,
-            uns_topic,
-            host,
-            port,
-        )
+        self.dsn, self.store, self.metric_id, self.uns_topic = dsn, store, metric_id, uns_topic
+        self.host, self.port = host, port
+        self.errors: list[str] = []
         self.db_ms: list[float] = []
         self.uns_ms: list[float] = []
         self.newest = 0.0
@@ -256,14 +273,27 @@ class LatencyWatch:
         return True
 
     async def _poll_db(self) -> None:
-        while True:
-            newest = await self.store.newest_ms(self.metric_id)
-            now = time.time() * 1000
-            if newest is not None and newest > self.newest:
-                if self.newest:
-                    self.db_ms.append(now - newest)
-                self.newest, self.newest_seen = newest, now / 1000
-            await asyncio.sleep(0.01)
+        # a connection of its own: the step's counting queries run at the same time on the other one
+        own = await StoreProbe.connect(self.dsn, self.store.group)
+        try:
+            while True:
+                try:
+                    newest = await own.newest_ms(self.metric_id)
+                except (asyncpg.PostgresError, OSError) as exc:
+                    self.errors.append(repr(exc))
+                    await asyncio.sleep(0.1)
+                    continue
+                self._observe(newest)
+                await asyncio.sleep(0.01)
+        finally:
+            await own.close()
+
+    def _observe(self, newest: float | None) -> None:
+        now = time.time() * 1000
+        if newest is not None and newest > self.newest:
+            if self.newest:
+                self.db_ms.append(now - newest)
+            self.newest, self.newest_seen = newest, now / 1000
 
     async def _watch_uns(self) -> None:
         import aiomqtt

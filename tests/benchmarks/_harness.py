@@ -208,8 +208,8 @@ class Publisher:
         await self.proc.stdin.drain()
         return await self._reply(timeout)
 
-    async def births(self) -> dict[str, Any]:
-        return await self.command("births")
+    async def births(self, first: int = 0, last: int | None = None, probe: bool = True) -> dict[str, Any]:
+        return await self.command("births", first=first, last=last, probe=probe)
 
     async def run(self, msg_rate: float, duration: float, probe_hz: float = 0.0) -> dict[str, Any]:
         return await self.command(

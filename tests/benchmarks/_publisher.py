@@ -5,7 +5,8 @@ node and device, never by connection, so this is legal and keeps 10,000 nodes ch
 pre-encoded by :mod:`tests.benchmarks._wire`. Commands arrive as JSON lines on stdin, each answered
 by one JSON line on stdout:
 
-* ``{"op": "births"}``: NBIRTH + DBIRTHs of every node (and of the latency probe node)
+* ``{"op": "births", "first": i, "last": j, "probe": bool}``: NBIRTH + DBIRTHs of nodes i..j-1 (and of
+  the latency probe node); the harness sends them in chunks it lets the bridge catalogue first
 * ``{"op": "run", "msg_rate": R, "duration": S, "probe_hz": H}``: DDATA round-robin over the devices,
   paced at R messages/s for S seconds, plus H probe messages/s (1 metric each, on the probe device)
 * ``{"op": "blast", "count": N}``: N DDATA messages as fast as the socket takes them
@@ -114,14 +115,16 @@ class Player:
 
     # -------------------------------------------------------------- births
 
-    def births(self) -> dict[str, Any]:
+    def births(self, first: int = 0, last: int | None = None, probe: bool = True) -> dict[str, Any]:
+        """NBIRTH + DBIRTHs of nodes ``first`` .. ``last - 1`` (and of the probe node with ``probe``)."""
         fleet, now = self.fleet, int(time.time() * 1000)
         sent = metrics = 0
         out: list[bytes] = []
-        nodes = [(fleet.node_id(n), fleet.devices, fleet.metrics) for n in range(fleet.nodes)]
-        if fleet.probe:
-            nodes.append((PROBE_NODE, 1, 1))
-        for index, (node, devices, per_device) in enumerate(nodes):
+        stop = fleet.nodes if last is None else min(last, fleet.nodes)
+        nodes = [(n, fleet.node_id(n), fleet.devices, fleet.metrics) for n in range(first, stop)]
+        if fleet.probe and probe:
+            nodes.append((-1, PROBE_NODE, 1, 1))
+        for index, node, devices, per_device in nodes:
             node_metrics = (
                 Metric("bdSeq", None, now, DataType.Int64, 0),
                 Metric("Node Control/Rebirth", None, now, DataType.Boolean, False),
@@ -145,7 +148,7 @@ class Player:
                 )
                 metrics += per_device
             seq_after = (devices + 1) & 0xFF
-            if node == PROBE_NODE:
+            if index < 0:
                 self.probe_seq = seq_after
             else:
                 self.seq[index] = seq_after

@@ -101,7 +101,7 @@ def payload_encoder() -> tuple[Callable[[Payload], bytes], str]:
 def parse_module() -> Any:
     """A generated protobuf module with ``Payload`` for minimal parsers (ours when present)."""
     try:
-        from uns_bridge.sparkplug import sparkplug_b_pb2  # type: ignore[attr-defined]
+        from uns_bridge.sparkplug import sparkplug_b_pb2
     except ImportError:
         from pysparkplug._protobuf import sparkplug_b_pb2
     return sparkplug_b_pb2

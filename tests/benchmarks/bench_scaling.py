@@ -89,9 +89,7 @@ async def _measure(quick: bool) -> list[Result]:
             watch: LatencyWatch | None = None
             try:
                 async with Publisher(fleet) as pub:
-                    base, result.births_s, watch = await settle_births(
-                        pub, store, fleet, broker.host, broker.port
-                    )
+                    base, result.births_s, watch = await settle_births(pub, store, bridge)
                     cpu = CpuMeter(
                         {
                             "bridge": [bridge.pid],
