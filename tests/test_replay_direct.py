@@ -9,10 +9,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-pytest.importorskip("uns_bridge.sparkplug.payload")
-pytest.importorskip("uns_bridge.host.host")
-pytest.importorskip("uns_bridge.store.writer")
-
 from tests.services import MqttBroker, unique_name, with_database
 from tests.test_replay_broker import CLI, Subscriber, run_cli, wait_for
 from uns_bridge.app import run_bridge

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
-
-import pytest
-
-pytest.importorskip("uns_bridge.sparkplug.payload")
-
-import itertools
 
 from tests.services import MqttBroker
 from tests.test_replay_broker import Subscriber, run_cli, wait_for

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
-import pytest
-
-pytest.importorskip("uns_bridge.sparkplug.payload")
-
-import itertools
-
 import pysparkplug
-from uns_bridge.sparkplug.payload import decode_payload, encode_payload
+import pytest
 
 from uns_bridge.simulator import FleetGenerator, SimMessage, parse_faults
 from uns_bridge.simulator.fleet import FaultError, device_ids, node_identity
 from uns_bridge.simulator.model import HIERARCHY, MOTOR_DEFINITION, MOTOR_REF
 from uns_bridge.sparkplug.datatypes import DataType
+from uns_bridge.sparkplug.payload import decode_payload, encode_payload
 from uns_bridge.sparkplug.values import DataSet, Metric, Payload, Template
 
 T0 = 1_764_700_000_000

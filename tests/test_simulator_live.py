@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
-import pytest
-
-pytest.importorskip("uns_bridge.sparkplug.payload")
-
-import itertools
-
 import pysparkplug
-from uns_bridge.sparkplug.payload import decode_payload, encode_payload
 
 from tests.services import MqttBroker
 from uns_bridge.simulator.live import run_fleet
 from uns_bridge.sparkplug.datatypes import DataType
+from uns_bridge.sparkplug.payload import decode_payload, encode_payload
 from uns_bridge.sparkplug.values import Metric, Payload
 
 
@@ -123,3 +119,38 @@ async def test_death_fault_makes_the_broker_deliver_the_will_then_the_next_bd_se
     # each session ends with exactly one death naming its bdSeq: Wills (from the broker) and the final clean one
     assert sorted(d for d, _ in deaths) == births
     assert all(qos == 1 for _, qos in deaths)
+
+
+async def test_state_aware_fleet_births_only_while_the_primary_host_is_online(
+    mqtt_broker: MqttBroker, group_id: str
+) -> None:
+    host_id = f"{group_id}-host"
+    watcher = Watcher(mqtt_broker, [f"spBv1.0/{group_id}-Assembly/#"])
+    stop = asyncio.Event()
+
+    def state(online: bool) -> None:
+        body = json.dumps({"online": online, "timestamp": int(time.time() * 1000)})
+        watcher.client.publish(f"spBv1.0/STATE/{host_id}", body, qos=1, retain=False).wait_for_publish(10)
+
+    try:
+        await wait_for(lambda: watcher.subscribed == 1)
+        task = asyncio.create_task(
+            run_fleet(mqtt_broker.url, 1, 1, 2, 20.0, None, {}, group_id, stop, primary_host=host_id)
+        )
+        await asyncio.sleep(1.0)
+        assert watcher.of("NBIRTH") == [], "no birth before the primary host is online"
+        state(True)
+        await wait_for(lambda: len(watcher.of("NBIRTH")) == 1 and len(watcher.of("DDATA")) >= 3)
+        state(False)
+        await asyncio.sleep(0.5)
+        paused_at = len(watcher.of("DDATA"))
+        await asyncio.sleep(0.5)
+        assert len(watcher.of("DDATA")) == paused_at, "no data while the primary host is offline"
+        state(True)
+        await wait_for(lambda: len(watcher.of("NBIRTH")) == 2 and len(watcher.of("DDATA")) > paused_at)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    finally:
+        stop.set()
+        watcher.close()
+    assert [bd_seq(p) for _, p, _ in watcher.of("NBIRTH")] == [0, 1], "back online: a new session, next bdSeq"
