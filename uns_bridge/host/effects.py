@@ -155,6 +155,8 @@ class AnomalyKind(StrEnum):
     TYPE_MISMATCH = "type_mismatch"
     LIMIT_EXCEEDED = "limit_exceeded"
     PROTOCOL = "protocol"
+    #: a value had neither a metric nor a payload timestamp: the receive time was used (not a dead letter)
+    MISSING_TIMESTAMP = "missing_timestamp"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,66 +8,96 @@ The rules (Sparkplug 3.0 requirement ids in brackets where the specification has
 -------------------------------------------------------------------------------------------------
 Host session
   H1  The CONNECT Will is STATE ``{"online": false, "timestamp": T}`` on ``spBv1.0/STATE/<host id>``,
-      QoS 1, retained; T is new for every connection [tck-id-host-topic-phid-death-payload,
-      tck-id-host-topic-phid-death-qos, tck-id-host-topic-phid-death-retain].
+      QoS 1, retained; T is new (and later than the last) for every connection
+      [tck-id-host-topic-phid-death-required, tck-id-host-topic-phid-death-payload,
+      tck-id-host-topic-phid-death-qos, tck-id-host-topic-phid-death-retain,
+      tck-id-host-topic-phid-death-payload-timestamp-connect,
+      tck-id-operational-behavior-host-application-multi-server-timestamp].
   H2  After CONNACK the host subscribes (QoS 1) and then publishes STATE ``{"online": true,
       "timestamp": T}`` with the Will's T, QoS 1, retained, as its first message
-      [tck-id-host-topic-phid-birth-sub-required, tck-id-host-topic-phid-birth-payload].
+      [tck-id-host-topic-phid-birth-sub-required, tck-id-host-topic-phid-birth-required,
+      tck-id-host-topic-phid-birth-message, tck-id-host-topic-phid-birth-payload,
+      tck-id-host-topic-phid-birth-qos, tck-id-host-topic-phid-birth-retain].
   H3  Its own STATE seen with ``online: false`` is answered by publishing ``online: true`` again
-      (tck-id-host-topic-phid-birth-required) — another client must not leave it marked offline.
+      [tck-id-message-flow-hid-sparkplug-state-message-delivered].
   H4  A clean disconnect publishes ``online: false`` with the session's T first
-      [tck-id-host-topic-phid-death-required].
+      [tck-id-operational-behavior-host-application-termination,
+      tck-id-host-topic-phid-death-payload-disconnect-clean].
   H5  Other hosts' STATE (3.0 ``spBv1.0/STATE/<id>`` and legacy ``STATE/<id>``) is recognised and is never
       Sparkplug data; NCMD/DCMD from other hosts are not data either.
 Edge node sessions
   N1  NBIRTH opens a session: the node's whole metric catalog and alias map are replaced, its devices are
-      offline (their metrics STALE) until their own DBIRTH; bdSeq is recorded [tck-id-topics-nbirth-bdseq-*].
+      offline (their metrics STALE) until their own DBIRTH; bdSeq is recorded
+      [tck-id-topics-nbirth-bdseq-included, tck-id-topics-nbirth-bdseq-matching]. A second delivery of
+      the very same NBIRTH bytes while that session is open is a duplicate (SEQ_DUPLICATE), not a rebirth.
   N2  Birth values are values: every metric of NBIRTH/DBIRTH with a value becomes a sample.
-  N3  NDEATH counts only when its bdSeq equals the current NBIRTH's [tck-id-host-topic-phid-ndeath-bdseq];
-      then the node, all its devices and all their metrics go offline/STALE at the *receive* time.
+  N3  NDEATH counts only when its bdSeq equals the current NBIRTH's [tck-id-payloads-ndeath-bdseq]
+      (a bdSeq sent by alias only is resolved through the birth); then the node, all its devices and
+      all their metrics go offline/STALE at the *receive* time
+      [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline,
+      -ndeath-node-tags-stale, -ndeath-devices-offline, -ndeath-devices-tags-stale].
       A stale or duplicate NDEATH is ignored and reported (STALE_DEATH).
-  N4  DDEATH (which has a seq) turns one device and its metrics STALE at the payload timestamp.
+  N4  DDEATH (which has a seq) turns one device and its metrics STALE at the payload timestamp
+      [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-offline,
+      -ddeath-devices-tags-stale, tck-id-payloads-ddeath-timestamp]; without one, the receive time.
   N5  DBIRTH, DDATA, DDEATH or NDATA before the node's NBIRTH is data before birth: never guessed at,
-      kept as a dead letter and answered with a rebirth request [tck-id-host-data-before-birth-rebirth].
+      kept as a dead letter and answered with a rebirth request (the specification has no id for this).
 Sequence numbers
   S1  NBIRTH, DBIRTH, NDATA, DDATA and DDEATH carry seq 0..255, one counter per node across its devices,
-      wrapping 255 → 0; NBIRTH resets it [tck-id-payloads-sequence-num-*].
+      wrapping 255 → 0; NBIRTH resets it [tck-id-payloads-sequence-num-incrementing,
+      tck-id-payloads-sequence-num-zero-nbirth, tck-id-payloads-ndata-seq-inc, tck-id-payloads-ddata-seq-inc].
   S2  A message ahead of the expected seq is held and a reorder timer (``reorder_timeout_ms``) starts
-      (SEQ_GAP). When the missing messages arrive, everything held is released in seq order.
+      (SEQ_GAP) [tck-id-operational-behavior-host-reordering-param,
+      tck-id-operational-behavior-host-reordering-start]. When the missing messages arrive the timer is
+      cancelled and everything held is released in seq order
+      [tck-id-operational-behavior-host-reordering-success].
   S3  When the timer expires, the held messages are released in order and a rebirth is requested
-      [tck-id-host-reorder-timeout-rebirth].
+      [tck-id-operational-behavior-host-reordering-rebirth].
   S4  A message that repeats the bytes of one already processed under the same seq is a duplicate and is
       dropped (SEQ_DUPLICATE). A message behind the expected seq that is not a duplicate arrived after its
       gap was given up: it is stored as historical (SEQ_LATE), never as the live value.
 Aliases and metrics
   A1  Aliases are unique across one edge node (node and devices) and live as long as its birth session;
-      catalogs are keyed by (group, node[, device]) and session, never by MQTT connection.
+      catalogs are keyed by (group, node[, device]) and session, never by MQTT connection
+      [tck-id-payloads-alias-uniqueness]. An alias born on one device never resolves on another.
   A2  DATA metrics are resolved by alias or name to the birth's metric; the value is interpreted with the
-      birth's datatype (DATA rarely carries one).
+      birth's datatype (DATA rarely carries one) [tck-id-payloads-alias-data-cmd-requirement].
   A3  An unknown alias or name, or a value that does not fit the birth's datatype, is never guessed at:
       the message is kept as a dead letter, a rebirth requested, and its other values still delivered.
 Values
-  V1  Each value has its metric's own timestamp; without one, the payload's; without that, receive time.
+  V1  Each value has its metric's own timestamp; without one, the payload's; without that, the receive
+      time, and a MISSING_TIMESTAMP anomaly (not a dead letter) says so.
   V2  Several values of one metric in one message are kept, in order; equal timestamps are not merged.
   V3  is_historical values are samples flagged historical; is_transient values are never samples; is_null
       is a real null (value ``None``).
-  V4  Property ``Quality`` (0 BAD, 192 GOOD, 500 STALE) sets a value's quality; default GOOD.
+  V4  Property ``Quality`` (0 BAD, 192 GOOD, 500 STALE) sets a value's quality; default GOOD
+      [tck-id-payloads-propertyset-quality-value-type, tck-id-payloads-propertyset-quality-value-value].
+      A metric's unit is its property ``engUnit``; its description the property ``description`` or the
+      metadata's description.
   V5  Templates: definitions come from NBIRTH (``is_definition``); an instance's ``template_ref`` resolves
       with or without the ``_types_/`` prefix; each member becomes a metric ``<instance>/<member>`` and the
       instance itself a Template value carrying its parameters (missing ones from the definition's
-      defaults). Templates nest. A DataSet is one value.
+      defaults). Templates nest. A DataSet is one value [tck-id-topics-nbirth-templates,
+      tck-id-payloads-template-definition-nbirth-only, tck-id-payloads-template-definition-parameters-default,
+      tck-id-payloads-template-instance-members-birth, tck-id-payloads-template-instance-members-data,
+      tck-id-payloads-template-dataset-value]. Definitions found in a DBIRTH are accepted too (tolerance).
 Rebirth requests
   R1  A rebirth request is NCMD ``spBv1.0/<g>/NCMD/<e>`` with ``Node Control/Rebirth`` = true (Boolean),
-      a payload timestamp, no seq, QoS 0 [tck-id-operational-behavior-edge-node-rebirth-*].
+      a payload timestamp, no seq, QoS 0 [tck-id-operational-behavior-data-commands-ncmd-rebirth-verb,
+      tck-id-operational-behavior-data-commands-ncmd-rebirth-name,
+      tck-id-operational-behavior-data-commands-ncmd-rebirth-value, tck-id-payloads-ncmd-seq].
   R2  At most one per node per ``rebirth_interval_ms``; a request inside the window is deferred to its end.
-  R3  Only the ``active`` role sends commands; ``passive`` reports but never publishes one.
+  R3  Only the ``active`` role sends commands; ``passive`` reports but never publishes one, and nothing
+      is sent while disconnected.
 Connection
-  C1  Connection lost or host shutting down: every node and device offline and every metric STALE.
+  C1  Connection lost or host shutting down: every node and device offline and every metric STALE
+      (held messages are released first, in seq order).
   C2  After a reconnect the active host asks every node it knew for a rebirth; until then their DATA is
       data before birth (aliases may have changed while we were away).
 Robustness
-  B1  No input makes the host raise: invalid topics, undecodable payloads and limit violations become
-      Anomaly effects with ``dead_letter=True``, the reason and the bytes.
+  B1  No input makes the host raise (``receive`` and ``tick`` both): invalid topics, undecodable
+      payloads and limit violations become Anomaly effects with ``dead_letter=True``, the reason and
+      the bytes.
   B2  Limits (payload bytes, metrics per message, nodes, devices per node, metrics per node) are checked
       before any state changes.
 """
@@ -98,14 +128,17 @@ from uns_bridge.host.effects import (
     Samples,
 )
 from uns_bridge.host.templates import TemplateCatalog, expand_instance
-from uns_bridge.sparkplug.datatypes import DataType
+from uns_bridge.sparkplug.datatypes import DataType, datatype_name
 from uns_bridge.sparkplug.payload import PayloadError, coerce_value, decode_payload, encode_payload
 from uns_bridge.sparkplug.topic import MessageType, SparkplugTopic, StateTopic, TopicError, parse_topic
-from uns_bridge.sparkplug.values import Metric, Payload, PropertySet, Template, Value
+from uns_bridge.sparkplug.values import MetaData, Metric, Payload, PropertySet, Template, Value
 
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 _QUALITY = {0: Quality.BAD, 192: Quality.GOOD, 500: Quality.STALE}
+_GOOD = Quality.GOOD
+#: an undecodable message of these types is not answered with a rebirth request
+_NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))
 #: a seq this far ahead of the expected one (mod 256) counts as "ahead"; further is "behind"
 _AHEAD_WINDOW = 128
 
@@ -164,6 +197,8 @@ class _Node:
     #: hash of the bytes of the last message processed under each seq (duplicate detection)
     recent: dict[int, int] = field(default_factory=dict)
     last_rebirth: int | None = None
+    #: hash of the bytes of the NBIRTH that opened the current session (duplicate delivery, N1)
+    birth_digest: int | None = None
     deferred_rebirth: int | None = None
     deferred_reason: str = ""
 
@@ -190,13 +225,15 @@ class Host:
     # ------------------------------------------------------------------ session (H1-H5, C1, C2)
 
     def subscriptions(self) -> list[tuple[str, int]]:
+        """QoS 1 (NDEATH Wills arrive at QoS 1); our own STATE topic always explicitly (H2)."""
         if self.config.groups is None:
-            return [("spBv1.0/#", 1)]
+            return [("spBv1.0/#", 1), (self.state_topic, 1)]
         return [(f"spBv1.0/{group}/#", 1) for group in self.config.groups] + [(self.state_topic, 1)]
 
     def will(self, now_ms: int) -> Publish:
         """The STATE death to register as the CONNECT Will; starts a new STATE timestamp (H1)."""
-        self._session_ts = now_ms
+        previous = self._session_ts
+        self._session_ts = now_ms if previous is None or now_ms > previous else previous + 1
         return self._state(False)
 
     def connected(self, now_ms: int) -> list[Effect]:
@@ -248,6 +285,23 @@ class Host:
         return min(deadlines) if deadlines else None
 
     def tick(self, now_ms: int) -> list[Effect]:
+        """Timers due at ``now_ms``: reorder timeouts (S3) and deferred rebirth requests (R2). Never raises."""
+        try:
+            return self._tick(now_ms)
+        except Exception as exc:  # a bug must not stop the bridge
+            for node in self._nodes.values():  # never spin on a deadline that keeps failing
+                node.gap_deadline = node.deferred_rebirth = None
+                node.held.clear()
+            return [
+                Anomaly(
+                    AnomalyKind.PROTOCOL,
+                    f"internal error while handling timers ({type(exc).__name__}: {exc})",
+                    now_ms,
+                    "",
+                )
+            ]
+
+    def _tick(self, now_ms: int) -> list[Effect]:
         effects: list[Effect] = []
         for node in list(self._nodes.values()):
             if node.gap_deadline is not None and node.gap_deadline <= now_ms:
@@ -289,8 +343,6 @@ class Host:
             ]
         if isinstance(parsed, StateTopic):
             return self._on_state(parsed, payload, now_ms)
-        if parsed.message_type.is_command:
-            return []  # other hosts' commands (H5)
         group, node_id, device = parsed.group, parsed.node, parsed.device
         limits = self.config.limits
         if len(payload) > limits.max_payload_bytes:
@@ -312,7 +364,7 @@ class Host:
                 self._dead(AnomalyKind.DECODE_ERROR, str(exc), now_ms, text, parsed, payload)
             ]
             known = self._nodes.get((group, node_id))
-            if known is not None and parsed.message_type != MessageType.NDEATH:
+            if known is not None and parsed.message_type not in _NO_REBIRTH_ON_ERROR:
                 effects.extend(self._request_rebirth(known, now_ms, "undecodable payload"))
             return effects
         if len(decoded.metrics) > limits.max_metrics_per_message:
@@ -328,6 +380,8 @@ class Host:
                 )
             ]
         kind = parsed.message_type
+        if kind.is_command:
+            return []  # other hosts' (or our own) commands are not data (H5)
         if kind == MessageType.NBIRTH:
             return self._on_nbirth(parsed, decoded, payload, now_ms)
         if kind == MessageType.NDEATH:
@@ -383,6 +437,18 @@ class Host:
                     )
                 ]
             node = self._nodes[key] = _Node(topic.group, topic.node)
+        digest = hash(raw)
+        if node.online and node.birth_digest == digest:
+            return [
+                Anomaly(
+                    AnomalyKind.SEQ_DUPLICATE,
+                    "the same NBIRTH delivered twice: dropped",
+                    now_ms,
+                    str(topic),
+                    topic.group,
+                    topic.node,
+                )
+            ]
         effects: list[Effect] = self._release_held(node, now_ms, give_up=True)
         if node.online:
             effects.extend(self._node_offline(node, now_ms, "rebirth", keep_node_online_flag=False))
@@ -420,6 +486,7 @@ class Host:
                 ),
             ]
         node.online = True
+        node.birth_digest = digest
         node.bd_seq = bd_seq
         node.metrics = catalog
         node.aliases = aliases
@@ -437,6 +504,8 @@ class Host:
         )
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
+        if payload.timestamp is None:
+            effects.extend(_missing_timestamps(payload, topic, now_ms))
         if problems:
             effects.append(
                 self._dead(AnomalyKind.PROTOCOL, "; ".join(problems), now_ms, str(topic), topic, raw)
@@ -476,6 +545,14 @@ class Host:
         samples: list[Sample] = []
         birth_values: list[tuple[str, Value]] = []
         for metric in payload.metrics:
+            if (
+                metric.name is not None
+                and metric.datatype == DataType.Template
+                and isinstance(metric.value, Template)
+                and metric.value.is_definition
+            ):
+                node.templates.add(metric.name, metric.value)  # belongs in NBIRTH; tolerated (V5)
+                continue
             self._define(
                 node,
                 topic.device,
@@ -516,6 +593,8 @@ class Host:
         )
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
+        if payload.timestamp is None:
+            effects.extend(_missing_timestamps(payload, topic, now_ms))
         if problems:
             effects.append(
                 self._dead(AnomalyKind.PROTOCOL, "; ".join(problems), now_ms, str(topic), topic, raw)
@@ -543,7 +622,14 @@ class Host:
             problems.append(f"birth metric {metric.name!r} has no datatype")
             return
         info = _info(
-            node.group, node.node, device, metric.name, metric.datatype, metric.alias, metric.properties
+            node.group,
+            node.node,
+            device,
+            metric.name,
+            metric.datatype,
+            metric.alias,
+            metric.properties,
+            metadata=metric.metadata,
         )
         if metric.name in catalog:
             problems.append(f"metric {metric.name!r} is defined twice in one birth")
@@ -568,6 +654,7 @@ class Host:
                     None,
                     member.properties,
                     template_ref=instance.template_ref,
+                    metadata=member.metadata,
                 )
                 catalog[path] = member_info
                 birth_values.append((path, member.value))
@@ -591,12 +678,10 @@ class Host:
     ) -> None:
         if metric.is_transient:
             return
-        quality = Quality.GOOD
+        quality = _GOOD
         props = metric.properties
         if props is not None:
-            q = props.get("Quality")
-            if q is not None and type(q.value) is int:
-                quality = _QUALITY.get(q.value, Quality.BAD if q.value < 192 else Quality.GOOD)
+            quality = _quality(props, quality)
         ts = metric.timestamp if metric.timestamp is not None else fallback_ts
         out.append(
             Sample(
@@ -754,47 +839,70 @@ class Host:
         catalog = node.metrics if device is None else device.metrics
         fallback = payload.timestamp if payload.timestamp is not None else now_ms
         samples: list[Sample] = []
+        append = samples.append
         problems: list[str] = []
+        unknown = ""
         aliases = node.aliases
-        for metric in payload.metrics:
-            info = None
-            if metric.alias is not None and metric.name is None:
-                info = aliases.get(metric.alias)
-                if info is not None and info.device != topic.device:
-                    info = None
-            elif metric.name is not None:
-                info = catalog.get(metric.name)
-            if info is None:
-                what = f"name {metric.name!r}" if metric.name is not None else f"alias {metric.alias}"
-                problems.append(f"unknown metric {what}")
+        device_id = topic.device
+        for metric in payload.metrics:  # the hot path: keep per-metric work small
+            name = metric.name
+            if name is None:
+                alias = metric.alias
+                info = aliases.get(alias) if alias is not None else None
+                if info is None or info.device != device_id:
+                    problems.append(f"unknown alias {alias}")
+                    unknown = unknown or AnomalyKind.UNKNOWN_ALIAS
+                    continue
+            else:
+                info = catalog.get(name)
+                if info is None:
+                    problems.append(f"unknown metric name {name!r}")
+                    unknown = unknown or AnomalyKind.UNKNOWN_METRIC
+                    continue
+            value = metric.value
+            datatype = metric.datatype
+            if datatype is None:
+                if value is not None:
+                    try:
+                        value = coerce_value(info.datatype, value, "")
+                    except PayloadError:
+                        problems.append(_coerce_problem(info, value))
+                        continue
+            elif datatype != info.datatype:
+                problems.append(
+                    f"metric {info.name!r} sent as {datatype_name(datatype)}, "
+                    f"born as {datatype_name(info.datatype)}"
+                )
                 continue
-            if metric.datatype is None or metric.datatype != info.datatype:
-                if metric.datatype is not None:
-                    problems.append(
-                        f"metric {info.name!r} sent as datatype {metric.datatype}, born as {info.datatype}"
-                    )
-                    continue
-                try:
-                    metric = metric._replace(
-                        datatype=info.datatype,
-                        value=coerce_value(info.datatype, metric.value, f"metric {info.name!r}"),
-                    )
-                except PayloadError as exc:
-                    problems.append(str(exc))
-                    continue
-            if info.datatype == DataType.Template and isinstance(metric.value, Template):
+            if type(value) is Template and info.datatype == DataType.Template:
+                metric = metric._replace(datatype=info.datatype, value=value)
                 self._template_data(node, device, info, metric, fallback, historical, samples, problems)
                 continue
-            self._value(info, metric, fallback, historical, samples)
+            if metric.is_transient:
+                continue
+            quality = _GOOD
+            props = metric.properties
+            if props is not None:
+                quality = _quality(props, quality)
+            ts = metric.timestamp
+            append(
+                Sample(
+                    info,
+                    fallback if ts is None else ts,
+                    None if metric.is_null else value,
+                    quality,
+                    historical or metric.is_historical,
+                )
+            )
         effects: list[Effect] = []
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
+        if payload.timestamp is None:
+            effects.extend(_missing_timestamps(payload, topic, now_ms))
         if problems:
             effects.append(
                 self._dead(
-                    AnomalyKind.UNKNOWN_ALIAS
-                    if any("unknown" in p for p in problems)
-                    else AnomalyKind.TYPE_MISMATCH,
+                    AnomalyKind(unknown) if unknown else AnomalyKind.TYPE_MISMATCH,
                     "; ".join(problems[:10])
                     + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""),
                     now_ms,
@@ -862,7 +970,11 @@ class Host:
         node = self._nodes.get((topic.group, topic.node))
         bd_seq = None
         for metric in payload.metrics:
-            if metric.name == BDSEQ_METRIC and type(metric.value) is int:
+            name = metric.name
+            if name is None and metric.alias is not None and node is not None:
+                born = node.aliases.get(metric.alias)  # a bdSeq sent by alias only (N3)
+                name = born.name if born is not None and born.device is None else None
+            if name == BDSEQ_METRIC and type(metric.value) is int:
                 bd_seq = metric.value
         if node is None or not node.online:
             return [
@@ -963,12 +1075,52 @@ def _info(
     alias: int | None,
     properties: PropertySet | None,
     template_ref: str | None = None,
+    metadata: MetaData | None = None,
 ) -> MetricInfo:
+    """The catalog entry of a birth metric: unit from ``engUnit``, description from the property
+    ``description`` (or ``documentation``), else the metadata's description (V4)."""
     unit = description = None
     if properties is not None:
         for key, value in properties.items:
             if key in ("engUnit", "engUnits", "unit") and type(value.value) is str:
-                unit = value.value
+                unit = unit or value.value
             elif key in ("description", "documentation", "Description") and type(value.value) is str:
                 description = description or value.value
+    if description is None and metadata is not None and metadata.description:
+        description = metadata.description
     return MetricInfo(group, node, device, name, datatype, alias, unit, description, properties, template_ref)
+
+
+def _quality(props: PropertySet, default: Quality) -> Quality:
+    """The quality a metric's ``Quality`` property gives (V4): 0 BAD, 192 GOOD, 500 STALE."""
+    q = props.get("Quality")
+    if q is None or type(q.value) is not int:
+        return default
+    return _QUALITY.get(q.value, Quality.BAD if q.value < 192 else Quality.GOOD)
+
+
+def _coerce_problem(info: MetricInfo, value: object) -> str:
+    try:
+        coerce_value(info.datatype, value, f"metric {info.name!r}")
+    except PayloadError as exc:
+        return str(exc)
+    return f"metric {info.name!r}: value does not fit {datatype_name(info.datatype)}"
+
+
+def _missing_timestamps(payload: Payload, topic: SparkplugTopic, now_ms: int) -> list[Effect]:
+    """V1's diagnostic: values without metric or payload timestamp were given the receive time."""
+    missing = sum(1 for m in payload.metrics if m.timestamp is None)
+    if not missing:
+        return []
+    return [
+        Anomaly(
+            AnomalyKind.MISSING_TIMESTAMP,
+            f"{missing} value(s) without a metric timestamp in a payload without a timestamp: "
+            f"the receive time {now_ms} was used",
+            now_ms,
+            str(topic),
+            topic.group,
+            topic.node,
+            topic.device,
+        )
+    ]

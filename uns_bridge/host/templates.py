@@ -41,6 +41,9 @@ class TemplateCatalog:
                 catalog.definitions[_canonical(metric.name)] = metric.value
         return catalog
 
+    def add(self, name: str, definition: Template) -> None:
+        self.definitions[_canonical(name)] = definition
+
     def find(self, ref: str | None) -> Template | None:
         if ref is None:
             return None
