@@ -111,7 +111,7 @@ def _ours_metric(spec: Spec, timestamp: int, *, birth: bool, value: Any) -> Any:
         name=spec.name if birth else None,
         alias=spec.alias,
         timestamp=timestamp,
-        datatype=spec.datatype if birth else None,
+        datatype=spec.datatype,
         value=value,
         properties=properties,
     )
@@ -147,13 +147,13 @@ def _encode_ours(
     extra: Sequence[tuple[str, int, Any]],
 ) -> bytes:
     from uns_bridge.sparkplug.payload import encode_payload
-
     from uns_bridge.sparkplug.values import Metric, Payload
 
     metrics = [Metric(name, None, timestamp, dt, value) for name, dt, value in extra]
     metrics += [_ours_metric(s, timestamp, birth=True, value=s.value) for s in specs]
     metrics += [_ours_metric(s, timestamp, birth=False, value=v) for s, v in values]
-    return encode_payload(Payload(timestamp, tuple(metrics), seq))
+    # DATA without datatypes, as edge nodes usually send it: the birth's datatype decides
+    return encode_payload(Payload(timestamp, tuple(metrics), seq), omit_alias_datatypes=True)
 
 
 def _encode_pysparkplug(
@@ -339,3 +339,29 @@ class Observer:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    """``(status, body)`` of one HTTP/1.1 request to 127.0.0.1:port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def clear_retained(host: str, port: int, filters: Sequence[str]) -> None:
+    """Remove the retained messages under ``filters`` from a (shared) broker."""
+    topics: set[str] = set()
+    async with aiomqtt.Client(host, port, identifier=f"clean-{uuid.uuid4().hex[:8]}") as client:
+        for topic_filter in filters:
+            await client.subscribe(topic_filter, qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for message in client.messages:
+                    if message.retain:
+                        topics.add(str(message.topic))
+        for topic in topics:
+            await client.publish(topic, b"", qos=1, retain=True)

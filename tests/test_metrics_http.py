@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bridge_helpers import http_get
 from uns_bridge.host.effects import (
     Anomaly,
     AnomalyKind,
@@ -17,16 +16,6 @@ from uns_bridge.host.effects import (
     Samples,
 )
 from uns_bridge.metrics import BridgeMetrics, MetricsServer
-
-
-async def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
 
 
 def _values(text: bytes) -> dict[str, float]:
@@ -58,7 +47,7 @@ async def test_metrics_count_effects_and_health_follows_checks() -> None:
     server = MetricsServer(metrics, port=0)
     await server.start()
     try:
-        status, body = await _get(server.port, "/metrics")
+        status, body = await http_get(server.port, "/metrics")
         assert status == 200
         values = _values(body)
         assert values["uns_bridge_messages_total"] == 1
@@ -73,17 +62,17 @@ async def test_metrics_count_effects_and_health_follows_checks() -> None:
         assert values["uns_bridge_samples_written_total"] == 5
         assert values["uns_bridge_up{check=database}"] == 1
 
-        status, body = await _get(server.port, "/health")
+        status, body = await http_get(server.port, "/health")
         assert status == 200
         assert orjson.loads(body)["status"] == "ok"
         database_up[0] = False
-        status, body = await _get(server.port, "/health")
+        status, body = await http_get(server.port, "/health")
         assert status == 503
         health = orjson.loads(body)
         assert health["status"] == "degraded" and health["checks"] == {"database": False}
 
-        assert (await _get(server.port, "/nope"))[0] == 404
-        assert (await _get(server.port, "/metrics", "POST"))[0] == 405
+        assert (await http_get(server.port, "/nope"))[0] == 404
+        assert (await http_get(server.port, "/metrics", "POST"))[0] == 405
     finally:
         await server.stop()
 

@@ -8,11 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import jsonschema
 import pytest
 
-from tests.bridge_helpers import Observer
+from tests.bridge_helpers import Observer, clear_retained
 from tests.services import MqttBroker
 from uns_bridge.config import MqttConfig, NamespaceConfig, UnsConfig
 from uns_bridge.embedded import free_port
@@ -106,7 +105,7 @@ async def test_newest_value_per_topic_retained_valid_json(
             assert all(retained for _, _, retained in late.log)
     finally:
         await sink.close()
-        await _clear_retained(mqtt_broker, uns_prefix)
+        await clear_retained(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"])
 
 
 async def test_deaths_republish_stale_and_state_topics(
@@ -168,7 +167,7 @@ async def test_deaths_republish_stale_and_state_topics(
             assert all(json.loads(p)["value"] != -1.0 for t, p, _ in seen.log if t == temp_topic)
     finally:
         await sink.close()
-        await _clear_retained(mqtt_broker, uns_prefix)
+        await clear_retained(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"])
 
 
 async def test_pending_set_is_bounded_while_the_uns_broker_is_away(uns_prefix: str, group_id: str) -> None:
@@ -237,18 +236,3 @@ async def _wait(condition: Any, timeout: float = 10) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.02)
-
-
-async def _clear_retained(broker: MqttBroker, prefix: str) -> None:
-    """Remove this test's retained UNS messages from the shared broker."""
-    topics: set[str] = set()
-    async with aiomqtt.Client(broker.host, broker.port) as client:
-        await client.subscribe(f"{prefix}/#", qos=1)
-        try:
-            async with asyncio.timeout(0.5):
-                async for message in client.messages:
-                    topics.add(str(message.topic))
-        except TimeoutError:
-            pass
-        for topic in topics:
-            await client.publish(topic, b"", qos=1, retain=True)

@@ -10,7 +10,7 @@ Per connection, in this order:
 3. ``pipeline.connected(now)``: STATE online (same T) is the first thing published, then the rebirth
    requests the host wants after a reconnect.
 4. Receive loop: every message goes to ``pipeline.feed``; its :class:`Publish` effects go out. A timer
-   task runs ``pipeline.tick`` at ``host.next_deadline()``.
+   task runs ``pipeline.tick`` at ``host.next_deadline()`` (looked at every 50 ms).
 
 When the connection drops: ``pipeline.connection_lost`` (everything STALE), then reconnect after an
 exponential backoff with jitter (``mqtt.reconnect_min_s`` .. ``reconnect_max_s``).
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_ACK_TIMEOUT_S = 5.0
 #: the receive loop yields to the event loop after this many messages processed back to back
 YIELD_EVERY = 256
+#: how often the timer task looks at the host's next deadline
+TIMER_POLL_S = 0.05
 
 
 def now_ms() -> int:
@@ -76,7 +78,6 @@ class HostSession:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._client: FlowClient | None = None
-        self._deadline_changed = asyncio.Event()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         pipeline.metrics.gauge(
             "receive_queue_depth", "messages received and not yet processed", lambda: self.queue_depth
@@ -130,6 +131,7 @@ class HostSession:
         except (aiomqtt.MqttError, OSError) as exc:
             self.last_error = explain_connect_error(exc, str(self.address), self.config)
             log.error("%s", self.last_error)
+            await close_quietly(client, 1.0)
             self.first_attempt_done.set()
             return self._backoff.next_delay()
         self._client = client
@@ -184,12 +186,9 @@ class HostSession:
                     item = waiter.result()
                     if item is None:
                         return
-                deadline_before = pipeline.host.next_deadline()
                 publishes = await pipeline.feed(item.topic, item.payload, item.received_ms)
                 for publish in publishes:
                     await self._send(client, publish, wait=False)
-                if pipeline.host.next_deadline() != deadline_before:
-                    self._deadline_changed.set()
                 if self._stopping.is_set():
                     return
         finally:
@@ -228,19 +227,24 @@ class HostSession:
             log.debug("published %s (%d bytes)", publish.topic, len(publish.payload))
 
     async def _timer(self) -> None:
-        """Run ``pipeline.tick`` at the host's next deadline (timers keep running while disconnected)."""
+        """Run ``pipeline.tick`` at the host's next deadline (timers keep running while disconnected).
+
+        The deadline is looked at again every :data:`TIMER_POLL_S` (a message may have set an earlier
+        one), so the receive path never pays for it.
+        """
         pipeline = self.pipeline
         while True:
             deadline = pipeline.next_deadline()
-            self._deadline_changed.clear()
-            timeout = None if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deadline_changed.wait(), timeout)
+            wait = (
+                TIMER_POLL_S
+                if deadline is None
+                else min(TIMER_POLL_S, max(0.0, (deadline - now_ms()) / 1000))
+            )
+            await asyncio.sleep(wait)
+            deadline = pipeline.next_deadline()
+            if deadline is None or deadline > now_ms():
                 continue
             publishes = await pipeline.tick(now_ms())
-            after = pipeline.next_deadline()
-            if after is not None and after <= now_ms():
-                await asyncio.sleep(0.005)  # a deadline the host did not consume: do not spin
             client = self._client
             for publish in publishes:
                 if client is not None and self.is_connected:

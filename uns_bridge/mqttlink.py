@@ -363,3 +363,8 @@ async def close_quietly(client: aiomqtt.Client, timeout: float = 5.0) -> None:
     """Disconnect ``client`` (sending DISCONNECT when still connected), never raising."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.__aexit__(None, None, None), timeout)
+    # the disconnect reason was reported already; mark it retrieved so asyncio does not log it again
+    for name in ("_disconnected", "_connected"):
+        future = getattr(client, name, None)
+        if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+            future.exception()

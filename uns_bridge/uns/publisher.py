@@ -78,6 +78,7 @@ class UnsPublisher:
             except (aiomqtt.MqttError, OSError) as exc:
                 self.last_error = explain_connect_error(exc, str(self.address), self.mqtt)
                 log.error("UNS publisher: %s", self.last_error)
+                await close_quietly(client, 1.0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._backoff.next_delay())
                 continue
