@@ -565,7 +565,8 @@ class Host:
                 birth_values,
                 when,
             )
-        total = len(node.metrics) + sum(len(d.metrics) for d in node.devices.values()) + len(catalog)
+        others = sum(len(d.metrics) for d in node.devices.values() if d is not device)
+        total = len(node.metrics) + others + len(catalog)
         if total > self.config.limits.max_metrics_per_node:
             return [
                 *effects,
