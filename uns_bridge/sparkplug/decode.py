@@ -1,0 +1,368 @@
+"""Sparkplug B payload bytes → the immutable values of :mod:`uns_bridge.sparkplug.values`.
+
+Two paths give the same result:
+
+* **fast** (the common DATA metric: alias, timestamp, optionally datatype, and a numeric, boolean or bytes
+  value). Per metric it reads only those fields and adds up the bytes they take on the wire. When the sum
+  equals the payload's length, nothing else was sent — no name, flag, metadata, property, unknown field
+  or wrong wire type — so the metrics are complete as read.
+* **thorough** (births, names, properties, datasets, templates, nulls, extensions, non-canonical
+  encodings — anything the fast sum does not account for): every field with its presence; a known field
+  number with the wrong wire type is malformed, unknown field numbers are extensions and are ignored.
+
+A metric without a datatype keeps its *wire* value (:func:`resolve_metric` applies the birth's datatype
+later); a metric with a datatype decodes directly to its typed value. A metric with no value field is
+null (``value None``, ``is_null True``) whether or not ``is_null`` was set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
+from uns_bridge.sparkplug.coerce import COERCERS, coerce_value
+from uns_bridge.sparkplug.datatypes import DataType, datatype_name
+from uns_bridge.sparkplug.errors import PayloadError
+from uns_bridge.sparkplug.values import (
+    DataSet,
+    MetaData,
+    Metric,
+    Payload,
+    PropertySet,
+    PropertyValue,
+    Scalar,
+    Template,
+    TemplateParameter,
+    Value,
+)
+
+_PB_PAYLOAD: Any = pb.Payload
+_FROM_STRING = _PB_PAYLOAD.FromString
+_WHICH = _PB_PAYLOAD.Metric.WhichOneof
+_HAS = _PB_PAYLOAD.Metric.HasField
+_NEW = tuple.__new__
+_METADATA_FIELDS = tuple(MetaData.__dataclass_fields__)
+
+#: per value field, per datatype: the bound below which the wire value is already the typed value
+#: (fast path; anything else goes through the datatype's coercer, which converts or rejects it)
+_T = DataType
+_PASS_BELOW: dict[str, dict[int, float]] = {
+    "double_value": {_T.Float: math.inf, _T.Double: math.inf},
+    "float_value": {_T.Float: math.inf, _T.Double: math.inf},
+    "boolean_value": {_T.Boolean: 2},
+    "int_value": {_T.Int8: 1 << 7, _T.Int16: 1 << 15, _T.Int32: 1 << 31, _T.UInt8: 1 << 8,
+                  _T.UInt16: 1 << 16, _T.UInt32: 1 << 32},
+    "long_value": {_T.Int64: 1 << 63, _T.UInt64: 1 << 64, _T.DateTime: 1 << 64},
+    "bytes_value": {},
+}  # fmt: skip
+
+
+#: bytes on the wire of a whole metric (tag, length, alias < 128, 6-byte timestamp, value) by value field
+_TYPICAL_SIZE = {"double_value": 20, "float_value": 16, "boolean_value": 13}
+
+
+def _metric_size(m: Any, field: str, raw: Any, extra: int) -> int | None:
+    """Bytes on the wire of a metric holding alias, timestamp, ``field`` and ``extra`` bytes (datatype);
+    ``None`` when alias or timestamp is absent or the value field is not one the fast path reads."""
+    alias = m.alias
+    ts = m.timestamp
+    if (not alias and not _HAS(m, "alias")) or (not ts and not _HAS(m, "timestamp")):
+        return None
+    if field == "double_value":
+        n = 9
+    elif field == "float_value":
+        n = 5
+    elif field == "boolean_value":
+        n = 2
+    elif field == "int_value" or field == "long_value":
+        n = 1 + _vlen(raw)
+    elif field == "bytes_value":
+        n = 1 + _vlen(len(raw)) + len(raw)
+    else:
+        return None  # strings (UTF-8), datasets, templates, extensions
+    n += 2 + _vlen(alias) + _vlen(ts) + extra
+    return 1 + _vlen(n) + n
+
+
+def _vlen(value: int) -> int:
+    """Bytes of a (non-negative) varint."""
+    return (value.bit_length() + 6) // 7 or 1
+
+
+def decode_payload(data: bytes | bytearray | memoryview) -> Payload:
+    """Decode a Sparkplug B payload. Raises :class:`PayloadError` with the reason on any bad input."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    try:
+        message = _FROM_STRING(data)
+    except DecodeError as exc:
+        raise PayloadError(
+            f"not a valid Sparkplug B protobuf payload ({exc or 'truncated or corrupt'})"
+        ) from None
+    except Exception as exc:  # the C parser may raise other errors on hostile input
+        raise PayloadError(
+            f"not a valid Sparkplug B protobuf payload ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        return _decode_fast(message, len(data)) or _decode_thorough(message, data)
+    except PayloadError:
+        raise
+    except (UnicodeError, ValueError, TypeError, OverflowError, RecursionError, AttributeError) as exc:
+        raise PayloadError(f"malformed Sparkplug B payload ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# fast path
+
+
+def _decode_fast(message: Any, length: int) -> Payload | None:
+    """The payload when every metric is a plain DATA metric and the bytes are all accounted for."""
+    timestamp = seq = uuid = body = None
+    size = 0
+    if message.HasField("timestamp"):
+        timestamp = message.timestamp
+        size += 1 + _vlen(timestamp)
+    if message.HasField("seq"):
+        seq = message.seq
+        size += 1 + _vlen(seq)
+    if message.HasField("uuid"):
+        uuid = message.uuid
+        if type(uuid) is not str:
+            return None
+        octets = len(uuid.encode())
+        size += 1 + _vlen(octets) + octets
+    if message.HasField("body"):
+        body = message.body
+        size += 1 + _vlen(len(body)) + len(body)
+    metrics = message.metrics
+    out: list[Metric] = []
+    append = out.append
+    typed = bool(metrics) and metrics[0].datatype != 0
+    datatype = None
+    extra = 2 if typed else 0  # a datatype < 128 takes two bytes
+    for m in metrics:
+        alias = m.alias
+        ts = m.timestamp
+        field = _WHICH(m, "value")
+        if field is None:
+            return None
+        raw = getattr(m, field)
+        n: int | None = _TYPICAL_SIZE.get(field)
+        if n is None and (field == "int_value" or field == "long_value"):
+            n = 12 + _vlen(raw)
+        if n is None or alias >= 0x80 or not 0x800000000 <= ts < 0x40000000000:
+            n = _metric_size(m, field, raw, extra)
+            if n is None:
+                return None
+        elif not alias and not _HAS(m, "alias"):
+            return None
+        else:
+            n += extra
+        if typed:
+            datatype = m.datatype
+            if not 0 < datatype < 0x80:
+                return None
+            limit = _PASS_BELOW[field].get(datatype)
+            if limit is None or not raw < limit:
+                coercer = COERCERS.get(datatype)
+                if coercer is None:
+                    return None
+                raw = coercer(datatype, raw, f"metric alias {alias}")
+        size += n
+        append(_NEW(Metric, (None, alias, ts, datatype, raw, False, False, False, None, None)))
+    if size != length:
+        return None
+    return _NEW(Payload, (timestamp, tuple(out), seq, uuid, body))
+
+
+# --------------------------------------------------------------------------------------------------
+# thorough path
+
+
+def _decode_thorough(message: Any, data: bytes) -> Payload:
+    _check_wire_types(message, data)
+    metrics = tuple(_decode_metric(m, i, "metric") for i, m in enumerate(message.metrics))
+    return Payload(
+        timestamp=message.timestamp if message.HasField("timestamp") else None,
+        metrics=metrics,
+        seq=message.seq if message.HasField("seq") else None,
+        uuid=_text(message.uuid, "payload uuid") if message.HasField("uuid") else None,
+        body=message.body if message.HasField("body") else None,
+    )
+
+
+def _check_wire_types(message: Any, data: bytes) -> None:
+    """Reject a known field sent with the wrong wire type (protobuf keeps it as an unknown field)."""
+    message.DiscardUnknownFields()
+    if message.ByteSize() == len(data):
+        return
+    # Sizes differ: unknown fields (extensions are legal), a non-canonical encoding, or a wrong wire type.
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    original = _FROM_STRING(data)
+    stack: list[tuple[Any, str]] = [(original, "payload")]
+    while stack:
+        current, where = stack.pop()
+        known = current.DESCRIPTOR.fields_by_number
+        unknown: Any = UnknownFieldSet(current)
+        for field in unknown:
+            if field.field_number in known:
+                name = known[field.field_number].name
+                raise PayloadError(f"{where}: field {name} (#{field.field_number}) has the wrong wire type")
+        for descriptor, value in current.ListFields():
+            if descriptor.message_type is None:
+                continue
+            if descriptor.is_repeated:
+                stack.extend((item, f"{where}.{descriptor.name}[{i}]") for i, item in enumerate(value))
+            else:
+                stack.append((value, f"{where}.{descriptor.name}"))
+
+
+def _text(value: object, where: str) -> str:
+    """A string field's value; protobuf hands back bytes when a proto2 string is not valid UTF-8."""
+    if type(value) is not str:
+        raise PayloadError(f"{where} is not valid UTF-8")
+    return value
+
+
+def _decode_metric(m: Any, index: int, what: str) -> Metric:
+    if m.HasField("name"):
+        name: str | None = _text(m.name, f"{what} {index} name")
+        where = f"{what} {name!r}"
+    else:
+        name = None
+        where = f"{what} {index}"
+    datatype = m.datatype if m.HasField("datatype") else None
+    field = _WHICH(m, "value")
+    raw: object
+    if field is None or field == "extension_value":
+        raw = None
+    elif field == "dataset_value":
+        raw = _decode_dataset(m.dataset_value, where)
+    elif field == "template_value":
+        raw = _decode_template(m.template_value, where)
+    else:
+        raw = getattr(m, field)
+        if field == "string_value" and type(raw) is not str:
+            raise PayloadError(f"{where}: the string value is not valid UTF-8")
+    value: Value = raw if datatype is None else coerce_value(datatype, raw, where)  # type: ignore[assignment]
+    return Metric(
+        name,
+        m.alias if m.HasField("alias") else None,
+        m.timestamp if m.HasField("timestamp") else None,
+        datatype,
+        value,
+        m.is_historical,
+        m.is_transient,
+        m.is_null or raw is None,
+        _decode_metadata(m.metadata, where) if m.HasField("metadata") else None,
+        _decode_propertyset(m.properties, f"{where} properties") if m.HasField("properties") else None,
+    )
+
+
+def _decode_metadata(md: Any, where: str) -> MetaData:
+    fields = {name: getattr(md, name) if md.HasField(name) else None for name in _METADATA_FIELDS}
+    for name, value in fields.items():
+        if type(value) is bytes:
+            raise PayloadError(f"{where}: metadata {name} is not valid UTF-8")
+    return MetaData(**fields)
+
+
+def _scalar_by_type(datatype: int, holder: Any, where: str) -> Scalar | None:
+    """The value of a DataSetValue or Parameter (``None`` when no value field is set)."""
+    field = holder.WhichOneof("value")
+    if field is None or field == "extension_value":
+        return None
+    if datatype in (DataType.PropertySet, DataType.PropertySetList) or datatype not in COERCERS:
+        raise PayloadError(f"{where}: {datatype_name(datatype)} is not allowed here")
+    return coerce_value(datatype, getattr(holder, field), where)  # type: ignore[return-value]
+
+
+def _decode_propertyset(ps: Any, where: str) -> PropertySet:
+    if len(ps.keys) != len(ps.values):
+        raise PayloadError(f"{where}: {len(ps.keys)} keys but {len(ps.values)} values")
+    items = []
+    for key, pv in zip(ps.keys, ps.values, strict=True):
+        key = _text(key, f"{where} key")
+        items.append((key, _decode_propertyvalue(pv, f"{where} {key!r}")))
+    return PropertySet(tuple(items))
+
+
+def _decode_propertyvalue(pv: Any, where: str) -> PropertyValue:
+    datatype = pv.type
+    field = pv.WhichOneof("value")
+    if pv.is_null or field is None or field == "extension_value":
+        return PropertyValue(datatype, None, True)
+    if field == "propertyset_value":
+        if datatype != DataType.PropertySet:
+            raise PayloadError(
+                f"{where}: a property set value needs type PropertySet, not {datatype_name(datatype)}"
+            )
+        return PropertyValue(datatype, _decode_propertyset(pv.propertyset_value, where))
+    if field == "propertysets_value":
+        if datatype != DataType.PropertySetList:
+            raise PayloadError(
+                f"{where}: a property set list needs type PropertySetList, not {datatype_name(datatype)}"
+            )
+        sets = pv.propertysets_value.propertyset
+        return PropertyValue(
+            datatype, tuple(_decode_propertyset(s, f"{where}[{i}]") for i, s in enumerate(sets))
+        )
+    if datatype in (DataType.PropertySet, DataType.PropertySetList):
+        raise PayloadError(f"{where}: type {datatype_name(datatype)} needs a property set value")
+    return PropertyValue(datatype, _scalar_by_type(datatype, pv, where))
+
+
+def _decode_dataset(ds: Any, where: str) -> DataSet:
+    columns = tuple(_text(c, f"{where} column name") for c in ds.columns)
+    types = tuple(ds.types)
+    width = ds.num_of_columns if ds.HasField("num_of_columns") else len(columns)
+    if len(columns) != width or len(types) != width:
+        raise PayloadError(
+            f"{where}: DataSet declares {width} columns but has {len(columns)} names and {len(types)} types"
+        )
+    rows = []
+    for r, row in enumerate(ds.rows):
+        if len(row.elements) != width:
+            raise PayloadError(f"{where}: DataSet row {r} has {len(row.elements)} cells for {width} columns")
+        rows.append(
+            tuple(
+                _scalar_by_type(types[c], cell, f"{where} row {r} column {columns[c]!r}")
+                for c, cell in enumerate(row.elements)
+            )
+        )
+    return DataSet(columns, types, tuple(rows))
+
+
+def _decode_template(t: Any, where: str) -> Template:
+    parameters = []
+    for p in t.parameters:
+        name = _text(p.name, f"{where} parameter name")
+        parameters.append(
+            TemplateParameter(name, p.type, _scalar_by_type(p.type, p, f"{where} parameter {name!r}"))
+        )
+    return Template(
+        metrics=tuple(_decode_metric(m, i, f"{where} member") for i, m in enumerate(t.metrics)),
+        parameters=tuple(parameters),
+        version=_text(t.version, f"{where} version") if t.HasField("version") else None,
+        template_ref=_text(t.template_ref, f"{where} template_ref") if t.HasField("template_ref") else None,
+        is_definition=t.is_definition,
+    )
+
+
+def resolve_metric(metric: Metric, datatype: int) -> Metric:
+    """The metric with ``datatype`` applied to its wire value (for alias-only DATA metrics).
+
+    A metric that already has a datatype is returned as is when it matches, else :class:`PayloadError`."""
+    if metric.datatype is not None:
+        if metric.datatype != datatype:
+            raise PayloadError(
+                f"metric {metric.name or metric.alias!r}: datatype {datatype_name(metric.datatype)} "
+                f"does not match the birth's {datatype_name(datatype)}"
+            )
+        return metric
+    where = f"metric {metric.name!r}" if metric.name is not None else f"metric alias {metric.alias}"
+    return metric._replace(datatype=datatype, value=coerce_value(datatype, metric.value, where))
