@@ -1049,7 +1049,7 @@ class Host:
         if self.config.role != "active" or not self._connected:
             return []
         interval = self.config.rebirth_interval_ms
-        if False:
+        if node.last_rebirth is not None and now_ms - node.last_rebirth < interval:
             if node.deferred_rebirth is None:
                 node.deferred_rebirth = node.last_rebirth + interval
                 node.deferred_reason = reason
