@@ -728,3 +728,28 @@ def test_s3_gap_given_up_at_once_when_a_fast_node_outruns_the_hold_window() -> N
     assert not [s for s in got if s.is_historical]
     assert not anomalies(effects, fx.AnomalyKind.SEQ_LATE)
     assert len(rebirths(effects)) == 1
+
+
+def test_s4_seq_going_back_without_a_given_up_gap_requests_a_rebirth() -> None:
+    """An edge node that restarts its seq counter without a new NBIRTH: its messages look behind."""
+    h = host()
+    born(h)
+    for seq in range(1, 40):
+        h.receive(topic("NDATA"), data(seq, Metric(None, 2, T0 + seq, T.Int32, seq)), T0 + seq)
+    effects = h.receive(topic("NDATA"), data(0, Metric(None, 2, T0 + 100, T.Int32, 100)), T0 + 100)
+    (late,) = anomalies(effects, fx.AnomalyKind.SEQ_LATE)
+    assert "never skipped" in late.reason
+    assert [(s.value, s.is_historical) for s in samples(effects)] == [(100, True)]
+    assert len(rebirths(effects)) == 1
+
+
+def test_s4_late_after_given_up_gap_needs_no_further_rebirth() -> None:
+    h = host()
+    born(h)
+    h.receive(topic("NDATA"), data(3, Metric(None, 2, T0 + 3, T.Int32, 3)), T0 + 3)
+    assert len(rebirths(h.tick(T0 + 2_000))) == 1  # the gap 1, 2 given up
+    for seq in (2, 1):
+        late = h.receive(topic("NDATA"), data(seq, Metric(None, 2, T0 + seq, T.Int32, seq)), T0 + 2_001)
+        assert "given up" in anomalies(late, fx.AnomalyKind.SEQ_LATE)[0].reason
+        assert rebirths(late) == [] and samples(late)[0].is_historical
+    assert h.next_deadline() is None

@@ -56,8 +56,10 @@ Sequence numbers
       arrives 64 or more seqs ahead while a gap is open (a fast node would otherwise run past the ahead
       window and its new messages be taken for late ones).
   S4  A message that repeats the bytes of one already processed under the same seq is a duplicate and is
-      dropped (SEQ_DUPLICATE). A message behind the expected seq that is not a duplicate arrived after its
-      gap was given up: it is stored as historical (SEQ_LATE), never as the live value.
+      dropped (SEQ_DUPLICATE). A message behind the expected seq that is not a duplicate and whose seq
+      was skipped when a gap was given up is late: it is stored as historical (SEQ_LATE), never as the
+      live value. A message behind the expected seq that was never skipped is a discontinuity (e.g. a
+      seq counter reset without NBIRTH): stored as historical too, and a rebirth is requested.
 Aliases and metrics
   A1  Aliases are unique across one edge node (node and devices) and live as long as its birth session;
       catalogs are keyed by (group, node[, device]) and session, never by MQTT connection
@@ -201,6 +203,8 @@ class _Node:
     gap_deadline: int | None = None
     #: hash of the bytes of the last message processed under each seq (duplicate detection)
     recent: dict[int, int] = field(default_factory=dict)
+    #: seqs skipped when a gap was given up: one of these arriving later is late, not a discontinuity
+    given_up: set[int] = field(default_factory=set)
     last_rebirth: int | None = None
     #: hash of the bytes of the NBIRTH that opened the current session (duplicate delivery, N1)
     birth_digest: int | None = None
@@ -498,6 +502,7 @@ class Host:
         node.templates = templates
         node.devices = {}
         node.recent = {}
+        node.given_up = set()
         node.gap_deadline = None
         node.deferred_rebirth = None
         node.expected = ((payload.seq if payload.seq is not None else 0) + 1) % 256
@@ -719,6 +724,7 @@ class Host:
             return effects + self._request_rebirth(node, now_ms, "message without seq")
         assert node.expected is not None
         if seq == node.expected:
+            node.given_up.discard(seq)
             effects = self._process(node, topic, payload, raw, now_ms, historical=False)
             node.recent[seq] = hash(raw)
             node.expected = (seq + 1) % 256
@@ -744,6 +750,7 @@ class Host:
             effects = self._release_held(node, now_ms, give_up=True)
             assert node.expected is not None
             if (seq - node.expected) % 256 < _AHEAD_WINDOW:
+                node.given_up.update((node.expected + k) % 256 for k in range((seq - node.expected) % 256))
                 node.expected = seq  # skip the rest of the gap
             effects.extend(
                 self._request_rebirth(node, now_ms, f"seq {missing} still missing {distance} messages later")
@@ -778,18 +785,23 @@ class Host:
             else:
                 node.held[seq] = _Held(topic, payload, raw, now_ms)
             return effects
-        effects = [
-            Anomaly(
-                AnomalyKind.SEQ_LATE,
-                f"seq {seq} arrived after its gap was given up; stored as historical",
-                now_ms,
-                str(topic),
-                node.group,
-                node.node,
-                topic.device,
+        discontinuity = seq not in node.given_up
+        node.given_up.discard(seq)
+        if not discontinuity:
+            reason = f"seq {seq} arrived after its gap was given up; stored as historical"
+        else:
+            reason = (
+                f"seq {seq} is behind the expected {node.expected} and was never skipped (seq counter reset"
+                " without a new NBIRTH?); stored as historical, rebirth requested"
             )
+        effects = [
+            Anomaly(AnomalyKind.SEQ_LATE, reason, now_ms, str(topic), node.group, node.node, topic.device)
         ]
         effects.extend(self._process(node, topic, payload, raw, now_ms, historical=True))
+        if discontinuity:
+            effects.extend(
+                self._request_rebirth(node, now_ms, f"seq went back from {node.expected} to {seq}")
+            )
         return effects
 
     def _release_held(self, node: _Node, now_ms: int, *, give_up: bool) -> list[Effect]:
@@ -800,8 +812,10 @@ class Host:
                 seq = node.expected
             elif give_up:
                 seq = min(node.held, key=lambda s: (s - node.expected) % 256)  # type: ignore[operator]
+                node.given_up.update((node.expected + k) % 256 for k in range((seq - node.expected) % 256))
             else:
                 break
+            node.given_up.discard(seq)
             held = node.held.pop(seq)
             effects.extend(
                 self._process(node, held.topic, held.payload, held.raw, held.received, historical=False)
