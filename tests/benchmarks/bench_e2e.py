@@ -5,8 +5,9 @@ a device of its own). Reported per step: metrics committed / time from the first
 commit, loss (sent vs ``count(*)`` of ``uns.samples`` for the group), p50/p99 publish -> committed row
 (the probe's newest row, polled every 10 ms) and publish -> UNS message (the probe's republished JSON),
 CPU % of one core of the bridge, Mosquitto (all its clients), the bench database's PostgreSQL backends
-and the publisher. A step counts as sustained when nothing was lost and >= 90 % of the offered rate was
-committed; the ladder stops at the first step that is not. Variants: 100-metric messages (the main
+and the publisher. A step counts as sustained when nothing was lost and the bridge kept up (>= 90 % of the offered
+rate committed, or the last row committed within max(1 s, a quarter of the step) of the last publish);
+the ladder stops at the first step that is not (after one step down if the first rung already fails). Variants: 100-metric messages (the main
 figure, vs the minimal pipeline ceiling, target 0.8x), 10- and 1-metric messages (message-rate bound, vs
 the bare subscriber), and catalogs of 100k (and 1M in full mode) metrics (lookup-bound).
 """
@@ -69,10 +70,10 @@ class Variant:
 def variants(quick: bool) -> list[Variant]:
     if quick:
         return [
-            Variant("100-metric DDATA", 10, 1, 100, (50_000, 150_000, 300_000), 4.0),
+            Variant("100-metric DDATA", 10, 1, 100, (50_000, 150_000, 300_000), 3.0),
             Variant("10-metric DDATA", 10, 10, 10, (50_000, 150_000), 3.0),
             Variant("1-metric DDATA", 10, 100, 1, (5_000, 25_000), 3.0),
-            Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (150_000,), 4.0),
+            Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (150_000,), 3.0),
         ]
     return [
         Variant(
@@ -99,6 +100,9 @@ class Step:
     db_ms: list[float]
     uns_ms: list[float]
     cpu: dict[str, float]
+    #: seconds from the last publish to the last commit (a bridge that keeps up only drains its latency)
+    drain: float = 0.0
+    duration: float = 1.0
 
     @property
     def lost(self) -> int:
@@ -110,7 +114,12 @@ class Step:
 
     @property
     def sustained(self) -> bool:
-        return self.lost == 0 and self.achieved >= SUSTAINED_FRACTION * self.offered
+        """Nothing lost, and the bridge kept up: >= 90 % of the offered rate committed, or everything
+        committed within max(1 s, a quarter of the step) of the last publish (short steps)."""
+        kept_up = self.achieved >= SUSTAINED_FRACTION * self.offered or self.drain <= max(
+            1.0, self.duration / 4
+        )
+        return self.lost == 0 and kept_up
 
     def latency_note(self) -> str:
         def ms(values: list[float], q: float) -> str:
@@ -149,10 +158,10 @@ async def settle_births(
         chunk = await pub.births(first, last, probe=last == fleet.nodes)
         born += (last - first) * per_node + (1 if fleet.probe and last == fleet.nodes else 0)
         birth_metrics += chunk["birth_metrics"]
-        catalog, _ = await store.wait_for("metrics", born, timeout=600, stall=20)
+        catalog, _ = await store.wait_for("metrics", born, timeout=600, stall=10)
         if catalog < born:
             raise BenchUnavailable(
-                f"the bridge catalogued {catalog} of {born} born metrics; its log: {bridge.errors() or 'no errors'}"
+                f"the bridge catalogued {catalog} of {born} born metrics; its log: {bridge.errors(limit=1) or 'no errors'}"
             )
     await store.wait_for("samples", birth_metrics, timeout=300, stall=10)
     base = await store.settled()
@@ -188,7 +197,18 @@ async def measure_step(
     if last is not None and watch.newest >= last:
         done = min(done, watch.newest_seen)
     usage = cpu.stop()
-    return Step(offered, total, count - base, done - sent["t0"], watch.db_ms, watch.uns_ms, usage), count
+    step = Step(
+        offered,
+        total,
+        count - base,
+        done - sent["t0"],
+        watch.db_ms,
+        watch.uns_ms,
+        usage,
+        drain=done - sent["t1"],
+        duration=duration,
+    )
+    return step, count
 
 
 async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Outcome:
@@ -317,6 +337,13 @@ def figures_of(outcome: Outcome, ceilings: bench_ceilings.Ceilings) -> list[Figu
     return out
 
 
+def brief(reason: str, limit: int = 400) -> str:
+    """A failure reason on one line: its first line and the last lines of a log tail, at most ``limit``."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    text = " | ".join(dict.fromkeys(lines[:1] + lines[-2:]))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _ceilings(quick: bool) -> bench_ceilings.Ceilings:
     try:
         return bench_ceilings.measure(quick)
@@ -334,9 +361,7 @@ async def _run(quick: bool) -> list[Outcome]:
         except BenchUnavailable as exc:
             reason = str(exc)
             print(f"!! e2e {variant.name}: {reason}", file=sys.stderr)
-            outcomes.append(
-                Outcome(variant, error=" | ".join(reason.splitlines()[:1] + reason.splitlines()[-3:]))
-            )
+            outcomes.append(Outcome(variant, error=brief(reason)))
             if "before it was ready" in reason or "no STATE online" in reason:
                 break  # the bridge does not start: the other variants would say the same
     return outcomes
