@@ -370,6 +370,10 @@ async def _run(quick: bool) -> list[Outcome]:
 def run(quick: bool) -> list[Figure]:
     ceilings = _ceilings(quick)
     figures: list[Figure] = []
-    for outcome in asyncio.run(_run(quick)):
+    try:
+        outcomes = asyncio.run(_run(quick))
+    except BenchUnavailable as exc:
+        return [Figure(SUITE, "end to end could not be measured", math.nan, "", note=brief(str(exc)))]
+    for outcome in outcomes:
         figures.extend(figures_of(outcome, ceilings))
     return figures
