@@ -120,23 +120,31 @@ def decode_payload(data: bytes | bytearray | memoryview) -> Payload:
 
 def _decode_fast(message: Any, length: int) -> Payload | None:
     """The payload when every metric is a plain DATA metric and the bytes are all accounted for."""
-    timestamp = seq = uuid = body = None
+    timestamp: int | None = message.timestamp
+    seq: int | None = message.seq
+    uuid: str | None = message.uuid
+    body: bytes | None = message.body
     size = 0
-    if message.HasField("timestamp"):
-        timestamp = message.timestamp
-        size += 1 + _vlen(timestamp)
-    if message.HasField("seq"):
-        seq = message.seq
-        size += 1 + _vlen(seq)
-    if message.HasField("uuid"):
-        uuid = message.uuid
+    # a field reads as 0 / "" / b"" when absent: only then is its presence asked
+    if timestamp or message.HasField("timestamp"):
+        size += 1 + _vlen(timestamp)  # type: ignore[arg-type]
+    else:
+        timestamp = None
+    if seq or message.HasField("seq"):
+        size += 1 + _vlen(seq)  # type: ignore[arg-type]
+    else:
+        seq = None
+    if uuid or message.HasField("uuid"):
         if type(uuid) is not str:
-            return None
+            return None  # not valid UTF-8: the thorough path says so
         octets = len(uuid.encode())
         size += 1 + _vlen(octets) + octets
-    if message.HasField("body"):
-        body = message.body
-        size += 1 + _vlen(len(body)) + len(body)
+    else:
+        uuid = None
+    if body or message.HasField("body"):
+        size += 1 + _vlen(len(body)) + len(body)  # type: ignore[arg-type]
+    else:
+        body = None
     metrics = message.metrics
     out: list[Metric] = []
     append = out.append
@@ -150,17 +158,31 @@ def _decode_fast(message: Any, length: int) -> Payload | None:
         if field is None:
             return None
         raw = getattr(m, field)
+        # bytes on the wire, first as if alias < 128 and the timestamp a 6-byte varint (ms since 1971)
         n: int | None = _TYPICAL_SIZE.get(field)
         if n is None and (field == "int_value" or field == "long_value"):
-            n = 12 + _vlen(raw)
-        if n is None or alias >= 0x80 or not 0x800000000 <= ts < 0x40000000000:
+            n = (
+                13 if raw < 0x80
+                else 14 if raw < 0x4000
+                else 15 if raw < 0x200000
+                else 16 if raw < 0x10000000
+                else 17 if raw < 0x800000000
+                else 12 + _vlen(raw)
+            )  # fmt: skip
+        if n is not None:  # a metric below 128 bytes: its length takes one byte
+            if alias >= 0x80:
+                n += _vlen(alias) - 1
+            elif not alias and not _HAS(m, "alias"):
+                return None
+            if not 0x800000000 <= ts < 0x40000000000:
+                if not ts and not _HAS(m, "timestamp"):
+                    return None
+                n += _vlen(ts) - 6
+            n += extra
+        else:
             n = _metric_size(m, field, raw, extra)
             if n is None:
                 return None
-        elif not alias and not _HAS(m, "alias"):
-            return None
-        else:
-            n += extra
         if typed:
             datatype = m.datatype
             if not 0 < datatype < 0x80:
