@@ -1,121 +1,153 @@
-"""Interoperability with an independent Sparkplug implementation (pysparkplug), in both directions.
+"""Interop with an independent implementation (pysparkplug 0.3) for every datatype both support.
 
-pysparkplug supports the scalar datatypes (no arrays, DataSets or Templates). Two known differences are
-pinned here: it sends negative Int8/Int16/Int32 as value + 2^width (we send the 32-bit sign extension,
-as Tahu does; we decode both), and its DateTime is a datetime computed through float seconds.
+pysparkplug covers the scalar types (no arrays, DataSet, Template, properties or metadata), represents
+DateTime as ``datetime`` and sends negative Int8/Int16 as value + 2^width. Both directions: its bytes
+decode to the expected values with ours (births typed, DATA alias-only resolved with the birth's
+datatype), and ours decode with its decoder. One known difference is pinned down below: pysparkplug's
+decoder refuses the 32-bit sign extension (Tahu's convention, which our encoder sends) for Int8/Int16.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime
+import math
+from typing import Any
 
-import pysparkplug as psp
+import pysparkplug as sp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import sparkplug_strategies as S
-from uns_bridge.sparkplug.datatypes import DataType as T
+from uns_bridge.sparkplug.datatypes import SIGNED_WIDTH, DataType
 from uns_bridge.sparkplug.payload import decode_payload, encode_payload, resolve_metric
 from uns_bridge.sparkplug.values import Metric, Payload
 
-PAIRS = [
-    (T.Int8, psp.DataType.INT8),
-    (T.Int16, psp.DataType.INT16),
-    (T.Int32, psp.DataType.INT32),
-    (T.Int64, psp.DataType.INT64),
-    (T.UInt8, psp.DataType.UINT8),
-    (T.UInt16, psp.DataType.UINT16),
-    (T.UInt32, psp.DataType.UINT32),
-    (T.UInt64, psp.DataType.UINT64),
-    (T.Float, psp.DataType.FLOAT),
-    (T.Double, psp.DataType.DOUBLE),
-    (T.Boolean, psp.DataType.BOOLEAN),
-    (T.String, psp.DataType.STRING),
-    (T.Text, psp.DataType.TEXT),
-    (T.UUID, psp.DataType.UUID),
-    (T.Bytes, psp.DataType.BYTES),
-    (T.File, psp.DataType.FILE),
-]
+T = DataType
+SHARED = [
+    T.Int8, T.Int16, T.Int32, T.Int64, T.UInt8, T.UInt16, T.UInt32, T.UInt64, T.Float, T.Double,
+    T.Boolean, T.String, T.DateTime, T.Text, T.UUID, T.Bytes, T.File,
+]  # fmt: skip
+UTC = datetime.UTC
 
 
-def value_for(ours: int) -> st.SearchStrategy[object]:
-    return st.binary(max_size=20) if ours in (T.Bytes, T.File) else S.scalar(ours)
+def _ours_to_theirs(datatype: int, value: Any) -> Any:
+    if datatype == T.DateTime and value is not None:
+        assert isinstance(value, int)
+        return datetime.datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value
 
 
-@pytest.mark.parametrize(("ours", "theirs"), PAIRS, ids=[p[0].name for p in PAIRS])
-@settings(max_examples=40)
-@given(data=st.data())
-def test_their_birth_decodes_with_ours(ours: int, theirs: psp.DataType, data: st.DataObject) -> None:
-    value = data.draw(value_for(ours))
-    raw = psp.NBirth(
-        timestamp=1_700_000_000_000,
-        seq=0,
-        metrics=(psp.Metric(timestamp=1_700_000_000_001, name="m", datatype=theirs, value=value, alias=7),),
-    ).encode()
-    metric = decode_payload(raw).metrics[0]
-    assert (metric.name, metric.alias, metric.timestamp, metric.datatype) == ("m", 7, 1_700_000_000_001, ours)
-    assert metric.value == value
+def _their_value(datatype: int) -> st.SearchStrategy[object]:
+    if datatype in (T.Bytes, T.File):
+        return st.binary(max_size=40)
+    if (
+        datatype == T.DateTime
+    ):  # whole seconds: pysparkplug converts through float seconds (64023 ms -> 64022)
+        return st.integers(0, 4_102_444_800).map(lambda s: s * 1000)
+    return S.scalar(datatype)
 
 
-@pytest.mark.parametrize(("ours", "theirs"), PAIRS, ids=[p[0].name for p in PAIRS])
-@settings(max_examples=40)
-@given(data=st.data())
-def test_their_alias_only_data_resolves_with_ours(
-    ours: int, theirs: psp.DataType, data: st.DataObject
+@st.composite
+def shared_metrics(draw: st.DrawFn) -> tuple[int, Any, bool]:
+    datatype = draw(st.sampled_from(SHARED))
+    is_null = draw(st.integers(0, 9)) == 0
+    return int(datatype), None if is_null else draw(_their_value(datatype)), is_null
+
+
+def _same(a: object, b: object) -> bool:
+    return (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)) or a == b
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(shared_metrics(), min_size=1, max_size=8), st.integers(0, 255), st.integers(0, 1 << 44))
+def test_their_birth_and_data_decode_with_ours(
+    items: list[tuple[int, Any, bool]], seq: int, now: int
 ) -> None:
-    value = data.draw(value_for(ours))
-    raw = psp.DData(
-        timestamp=5,
-        seq=3,
-        metrics=(psp.Metric(timestamp=6, name=None, datatype=theirs, value=value, alias=9),),
-    ).encode()
-    metric = decode_payload(raw).metrics[0]
-    assert metric.datatype is None and metric.alias == 9
-    assert resolve_metric(metric, ours).value == value
-
-
-@pytest.mark.parametrize(("ours", "theirs"), PAIRS, ids=[p[0].name for p in PAIRS])
-@settings(max_examples=40)
-@given(data=st.data())
-def test_our_birth_decodes_with_theirs(ours: int, theirs: psp.DataType, data: st.DataObject) -> None:
-    value = data.draw(value_for(ours))
-    if ours in (T.Int8, T.Int16, T.Int32) and isinstance(value, int) and value < 0:
-        value = -value - 1  # pysparkplug rejects the 32-bit sign extension: see the test below
-    raw = encode_payload(Payload(10, (Metric("m", 4, 11, ours, value),), seq=0))
-    metric = next(iter(psp.NBirth.decode(raw).metrics))
-    assert (metric.name, metric.alias, metric.timestamp, metric.datatype) == ("m", 4, 11, theirs)
-    assert metric.value == value
-
-
-def test_negative_small_ints_both_conventions() -> None:
-    theirs = psp.NBirth(
-        timestamp=1,
-        seq=0,
-        metrics=(psp.Metric(timestamp=1, name="i8", datatype=psp.DataType.INT8, value=-128),),
-    ).encode()
-    assert decode_payload(theirs).metrics[0].value == -128
-    ours = encode_payload(Payload(1, (Metric("i8", None, 1, T.Int8, -128),), seq=0))
-    with pytest.raises(OverflowError):  # pysparkplug accepts only value + 2^8
-        psp.NBirth.decode(ours)
-
-
-def test_datetime_agrees_to_the_millisecond() -> None:
-    when = dt.datetime(2026, 12, 2, 12, 0, 0, 250_000, tzinfo=dt.UTC)
-    raw = psp.NBirth(
-        timestamp=1,
-        seq=0,
-        metrics=(psp.Metric(timestamp=1, name="t", datatype=psp.DataType.DATETIME, value=when),),
-    ).encode()
-    assert decode_payload(raw).metrics[0].value == int(when.timestamp() * 1000)
-
-
-def test_our_rebirth_command_decodes_with_theirs() -> None:
-    raw = encode_payload(Payload(42, (Metric("Node Control/Rebirth", None, 42, T.Boolean, True),)))
-    command = psp.NCmd.decode(raw)
-    (metric,) = tuple(command.metrics)
-    assert (metric.name, metric.datatype, metric.value) == (
-        "Node Control/Rebirth",
-        psp.DataType.BOOLEAN,
-        True,
+    theirs = [
+        sp.Metric(now + i, f"m{i}", sp.DataType(t), _ours_to_theirs(t, v), alias=i, is_null=null)
+        for i, (t, v, null) in enumerate(items)
+    ]
+    birth = decode_payload(sp.NBirth(now, seq, theirs).encode(include_dtypes=True))
+    assert (birth.timestamp, birth.seq) == (now, seq)
+    data = decode_payload(
+        sp.NData(
+            now,
+            (seq + 1) % 256,
+            [m.__class__(m.timestamp, None, m.datatype, m.value, m.alias, is_null=m.is_null) for m in theirs],
+        ).encode()
     )
+    for i, ((datatype, value, null), born, raw) in enumerate(
+        zip(items, birth.metrics, data.metrics, strict=True)
+    ):
+        assert (born.name, born.alias, born.timestamp, born.datatype) == (f"m{i}", i, now + i, datatype)
+        assert born.is_null is null and _same(born.value, value)
+        assert raw.name is None and raw.datatype is None and raw.alias == i
+        resolved = resolve_metric(raw, datatype)
+        assert resolved.is_null is null and _same(resolved.value, value), (datatype, raw.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(shared_metrics(), min_size=1, max_size=8), st.integers(0, 1 << 44))
+def test_our_payloads_decode_with_theirs(items: list[tuple[int, Any, bool]], now: int) -> None:
+    # pysparkplug reads Int8/Int16 only as value + 2^width: keep those non-negative here (see below)
+    small = (T.Int8, T.Int16)
+    items = [(t, -v - 1 if t in small and isinstance(v, int) and v < 0 else v, n) for t, v, n in items]
+    ours = Payload(
+        now,
+        tuple(
+            Metric(f"m{i}", i, now + i, t, v, is_null=n, is_historical=i % 2 == 1, is_transient=i % 3 == 1)
+            for i, (t, v, n) in enumerate(items)
+        ),
+        seq=3,
+    )
+    theirs = sp.NBirth.decode(encode_payload(ours))
+    assert theirs.timestamp == now and theirs.seq == 3
+    for ours_m, their_m in zip(ours.metrics, theirs.metrics, strict=True):
+        assert (their_m.name, their_m.alias, their_m.timestamp) == (
+            ours_m.name,
+            ours_m.alias,
+            ours_m.timestamp,
+        )
+        assert int(their_m.datatype) == ours_m.datatype
+        assert (their_m.is_null, their_m.is_historical, their_m.is_transient) == (
+            ours_m.is_null,
+            ours_m.is_historical,
+            ours_m.is_transient,
+        )
+        expected = _ours_to_theirs(ours_m.datatype, ours_m.value)
+        assert _same(their_m.value, expected), (ours_m.datatype, their_m.value, expected)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"), [(T.Int8, -128), (T.Int8, -1), (T.Int16, -32768), (T.Int16, -2)]
+)
+def test_negative_small_ints_their_convention_and_ours(datatype: int, value: int) -> None:
+    width = SIGNED_WIDTH[datatype]
+    # theirs → ours: value + 2^width decodes to the negative value
+    their_bytes = sp.NBirth(1, 0, [sp.Metric(1, "x", sp.DataType(datatype), value)]).encode(
+        include_dtypes=True
+    )
+    assert decode_payload(their_bytes).metrics[0].value == value
+    # ours → theirs: Tahu's 32-bit sign extension, which pysparkplug 0.3 refuses (a known difference)
+    our_bytes = encode_payload(Payload(1, (Metric("x", None, 1, datatype, value),), seq=0))
+    with pytest.raises(OverflowError, match=f"Int{width} overflow with value {value + (1 << 32)}"):
+        sp.NBirth.decode(our_bytes)
+
+
+def test_both_schemas_live_in_one_process() -> None:
+    """Our generated module uses a private descriptor pool, so pysparkplug's identical names don't clash."""
+    from pysparkplug._protobuf import sparkplug_b_pb2 as theirs_pb
+
+    from uns_bridge.sparkplug import sparkplug_b_pb2 as ours_pb
+
+    ours_cls: Any = ours_pb.Payload
+    theirs_cls: Any = theirs_pb.Payload  # type: ignore[attr-defined]
+    assert (
+        ours_cls.DESCRIPTOR.full_name
+        == theirs_cls.DESCRIPTOR.full_name
+        == "org.eclipse.tahu.protobuf.Payload"
+    )
+    assert ours_cls is not theirs_cls and ours_cls.DESCRIPTOR.file.pool is not theirs_cls.DESCRIPTOR.file.pool
+    data = encode_payload(Payload(5, (Metric("a", 1, 5, T.Double, 2.5),), seq=1))
+    assert theirs_cls.FromString(data).metrics[0].double_value == 2.5
