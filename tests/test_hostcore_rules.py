@@ -753,3 +753,22 @@ def test_s4_late_after_given_up_gap_needs_no_further_rebirth() -> None:
         assert "given up" in anomalies(late, fx.AnomalyKind.SEQ_LATE)[0].reason
         assert rebirths(late) == [] and samples(late)[0].is_historical
     assert h.next_deadline() is None
+
+
+def test_a3_template_member_sent_with_another_datatype_is_type_mismatch() -> None:
+    h = host()
+    instance = Template(metrics=(Metric("speed", None, None, T.Double, 1.0),), template_ref="Motor")
+    born(
+        h, Metric("_types_/Motor", None, T0, T.Template, MOTOR_DEF), Metric("m", 5, T0, T.Template, instance)
+    )
+    update = Template(
+        metrics=(
+            Metric("speed", None, None, T.String, "fast"),
+            Metric("running", None, None, T.Boolean, True),
+        )
+    )
+    effects = h.receive(topic("NDATA"), data(1, Metric(None, 5, T0 + 1, T.Template, update)), T0 + 1)
+    assert values(effects) == [("m/running", True)]  # the other member still delivered
+    (dead,) = anomalies(effects, fx.AnomalyKind.TYPE_MISMATCH)
+    assert dead.dead_letter and "m/speed" in dead.reason
+    assert len(rebirths(effects)) == 1

@@ -967,6 +967,12 @@ class Host:
             if member_info is None:
                 problems.append(f"unknown template member {path!r}")
                 continue
+            if member.datatype is not None and member.datatype != member_info.datatype:
+                problems.append(
+                    f"template member {path!r} sent as {datatype_name(member.datatype)}, "
+                    f"born as {datatype_name(member_info.datatype)}"
+                )
+                continue
             if member.datatype is None:
                 try:
                     member = member._replace(
