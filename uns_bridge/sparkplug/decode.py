@@ -79,8 +79,8 @@ def _metric_size(m: Any, field: str, raw: Any, extra: int) -> int | None:
         n = 2
     elif field == "int_value" or field == "long_value":
         n = 1 + _vlen(raw)
-    elif field == "bytes_value":
-        n = 1 + _vlen(len(raw)) + len(raw)
+    elif field == "bytes_value":  # field 16: a two-byte tag
+        n = 2 + _vlen(len(raw)) + len(raw)
     else:
         return None  # strings (UTF-8), datasets, templates, extensions
     n += 2 + _vlen(alias) + _vlen(ts) + extra

@@ -1,0 +1,150 @@
+"""The fast decode path (plain DATA metrics, bytes accounted for) agrees with the thorough path.
+
+Payloads are built at the wire level: plain alias/timestamp/value metrics, optionally with a datatype,
+and with hostile additions the fast path must notice — an extra field it does not read, an extension,
+a field with the wrong wire type, an overlong varint, a repeated field (protobuf keeps the last).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uns_bridge.sparkplug import decode
+from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
+from uns_bridge.sparkplug.datatypes import DataType as T
+from uns_bridge.sparkplug.payload import PayloadError, decode_payload
+
+PB: Any = pb.Payload
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, wire: int, body: bytes) -> bytes:
+    return varint(number << 3 | wire) + body
+
+
+def length_delimited(number: int, body: bytes) -> bytes:
+    return field(number, 2, varint(len(body)) + body)
+
+
+u64 = st.sampled_from(
+    [0, 1, 127, 128, 16383, 16384, 1 << 35, (1 << 42) - 1, 1 << 42, (1 << 64) - 1]
+) | st.integers(0, (1 << 64) - 1)
+VALUES = {  # value field number -> (wire type, strategy of its encoded body)
+    10: (0, st.integers(0, (1 << 32) - 1).map(varint)),
+    11: (0, u64.map(varint)),
+    12: (5, st.floats(width=32).map(lambda x: struct.pack("<f", x))),
+    13: (1, st.floats().map(lambda x: struct.pack("<d", x))),
+    14: (0, st.sampled_from([b"\x00", b"\x01"])),
+    16: (2, st.binary(max_size=200).map(lambda b: varint(len(b)) + b)),
+    15: (2, st.text(max_size=5).map(lambda s: varint(len(s.encode())) + s.encode())),
+}
+HOSTILE = [
+    b"",
+    field(5, 0, b"\x01"),  # is_historical
+    field(6, 0, b"\x01"),  # is_transient
+    field(7, 0, b"\x01"),  # is_null
+    length_delimited(1, b"n"),  # a name
+    field(30, 0, b"\x05"),  # an extension (ignored)
+    field(3, 5, b"\x00\x00\x00\x00"),  # timestamp with the wrong wire type
+    field(2, 0, b"\x85\x00"),  # an overlong varint alias (5)
+    field(2, 0, b"\x07"),  # the alias again: the last one counts
+    length_delimited(9, b""),  # empty properties
+]
+
+
+@st.composite
+def metric_bodies(draw: st.DrawFn, typed: bool) -> bytes:
+    number = draw(st.sampled_from(sorted(VALUES)))
+    wire, body = VALUES[number]
+    parts = []
+    if draw(st.integers(0, 19)):
+        parts.append(field(2, 0, varint(draw(u64))))
+    if draw(st.integers(0, 19)):
+        parts.append(field(3, 0, varint(draw(u64))))
+    if typed:
+        parts.append(field(4, 0, varint(draw(st.sampled_from(list(T)) | st.integers(0, 300)))))
+    if draw(st.integers(0, 19)):
+        parts.append(field(number, wire, draw(body)))
+    if draw(st.integers(0, 3)) == 0:
+        parts.append(draw(st.sampled_from(HOSTILE)))
+    return b"".join(parts)
+
+
+@st.composite
+def payload_bytes(draw: st.DrawFn) -> bytes:
+    typed = draw(st.booleans())
+    parts = []
+    if draw(st.booleans()):
+        parts.append(field(1, 0, varint(draw(u64))))
+    parts += [length_delimited(2, draw(metric_bodies(typed))) for _ in range(draw(st.integers(0, 6)))]
+    if draw(st.booleans()):
+        parts.append(field(3, 0, varint(draw(st.integers(0, 255)))))
+    if draw(st.integers(0, 4)) == 0:
+        parts.append(draw(st.sampled_from([length_delimited(4, b"u-1"), length_delimited(5, b"\x00"),
+                                            field(40, 0, b"\x01"), field(1, 2, b"\x00")])))  # fmt: skip
+    return b"".join(parts)
+
+
+def outcome(fn: Any, *args: Any) -> object:
+    try:
+        return ("ok", repr(fn(*args)))  # repr: NaN == NaN
+    except PayloadError:
+        return "PayloadError"
+
+
+@settings(max_examples=400, deadline=None)
+@given(payload_bytes())
+def test_fast_and_thorough_paths_agree(data: bytes) -> None:
+    thorough = outcome(lambda d: decode._decode_thorough(PB.FromString(d), d), data)
+    assert outcome(decode_payload, data) == thorough
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([10, 11, 12, 13, 14, 16]), min_size=1, max_size=20), st.booleans(), st.data())
+def test_plain_data_takes_the_fast_path(numbers: list[int], typed: bool, data: st.DataObject) -> None:
+    """Plain DATA metrics are decoded by the fast path (so the agreement above is not vacuous)."""
+    types = {10: T.UInt32, 11: T.UInt64, 12: T.Float, 13: T.Double, 14: T.Boolean, 16: T.Bytes}
+    body = field(1, 0, varint(1_777_777_777_777))
+    for alias, number in enumerate(numbers):
+        wire, value = VALUES[number]
+        metric = field(2, 0, varint(alias * 97)) + field(3, 0, varint(data.draw(u64.filter(bool))))
+        if typed:
+            metric += field(4, 0, varint(types[number]))
+        body += length_delimited(2, metric + field(number, wire, data.draw(value)))
+    fast = decode._decode_fast(PB.FromString(body), len(body))
+    assert fast is not None
+    assert fast == decode._decode_thorough(PB.FromString(body), body) or "nan" in repr(fast)
+    assert [m.alias for m in fast.metrics] == [i * 97 for i in range(len(numbers))]
+
+
+def test_hostile_additions_leave_the_fast_path() -> None:
+    plain = (
+        field(2, 0, b"\x05") + field(3, 0, varint(1_777_777_777_777)) + field(13, 1, struct.pack("<d", 1.5))
+    )
+    for extra in HOSTILE[1:]:
+        data = length_delimited(2, plain + extra)
+        assert decode._decode_fast(PB.FromString(data), len(data)) is None, extra
+    data = length_delimited(2, plain)
+    assert decode._decode_fast(PB.FromString(data), len(data)) is not None
+    # what the thorough path then makes of them
+    assert decode_payload(length_delimited(2, plain + field(5, 0, b"\x01"))).metrics[0].is_historical
+    assert decode_payload(length_delimited(2, plain + field(2, 0, b"\x07"))).metrics[0].alias == 7
+    assert decode_payload(length_delimited(2, plain + field(30, 0, b"\x05"))).metrics[0].value == 1.5
+    try:
+        decode_payload(length_delimited(2, plain + field(3, 5, b"\x00\x00\x00\x00")))
+    except PayloadError as exc:
+        assert "timestamp (#3) has the wrong wire type" in str(exc)
+    else:
+        raise AssertionError("a wrong wire type was accepted")
