@@ -19,9 +19,9 @@ from uns_bridge.sparkplug.values import (
 )
 
 T = DataType
-text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=30)
 names = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=20
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), min_size=1, max_size=20
 )
 floats32 = st.floats(width=32, allow_nan=False) | st.sampled_from([float("inf"), float("-inf")])
 doubles = st.floats(allow_nan=False)
@@ -61,7 +61,7 @@ SCALAR_TYPES = [
 
 
 def array(datatype: int) -> st.SearchStrategy[tuple[object, ...]]:
-    element = {
+    elements: dict[int, DataType] = {
         T.Int8Array: T.Int8,
         T.Int16Array: T.Int16,
         T.Int32Array: T.Int32,
@@ -74,7 +74,8 @@ def array(datatype: int) -> st.SearchStrategy[tuple[object, ...]]:
         T.DoubleArray: T.Double,
         T.BooleanArray: T.Boolean,
         T.DateTimeArray: T.DateTime,
-    }.get(datatype)
+    }
+    element = elements.get(datatype)
     if datatype == T.StringArray:
         return st.lists(names, max_size=5).map(tuple)
     assert element is not None
@@ -120,6 +121,18 @@ def value_of(datatype: int, depth: int = 1) -> st.SearchStrategy[object]:
     raise ValueError(datatype)
 
 
+metadata = st.builds(
+    MetaData,
+    is_multi_part=st.none() | st.booleans(),
+    content_type=st.none() | text,
+    size=st.none() | st.integers(0, (1 << 64) - 1),
+    seq=st.none() | st.integers(0, (1 << 64) - 1),
+    file_name=st.none() | names,
+    file_type=st.none() | text,
+    md5=st.none() | text,
+    description=st.none() | text,
+)
+
 METRIC_TYPES = [t for t in DataType if t not in (T.Unknown, T.PropertySet, T.PropertySetList)]
 
 
@@ -139,10 +152,7 @@ def metrics(draw: st.DrawFn, depth: int = 1) -> Metric:
         is_historical=draw(st.booleans()),
         is_transient=draw(st.booleans()),
         is_null=is_null,
-        metadata=draw(
-            st.none()
-            | st.builds(MetaData, file_name=st.none() | names, size=st.none() | st.integers(0, 1 << 40))
-        ),
+        metadata=draw(st.none() | metadata),
         properties=draw(st.none() | property_sets(1)),
     )
 
@@ -180,3 +190,16 @@ payloads = st.builds(
 def float32(x: float) -> float:
     """``x`` rounded to a 32-bit float, as the wire keeps it."""
     return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
+@st.composite
+def data_metrics(draw: st.DrawFn) -> Metric:
+    """A DATA metric as edge nodes send it: alias and timestamp, no name (value of any metric type)."""
+    metric = draw(metrics())
+    return metric._replace(
+        name=None,
+        alias=draw(st.integers(0, (1 << 64) - 1)),
+        timestamp=draw(st.integers(0, (1 << 64) - 1)),
+        metadata=None,
+        properties=None,
+    )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,9 +15,18 @@ from tests import sparkplug_strategies as S
 from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
 from uns_bridge.sparkplug.datatypes import DataType as T
 from uns_bridge.sparkplug.payload import PayloadError, decode_payload, encode_payload, resolve_metric
-from uns_bridge.sparkplug.values import DataSet, Metric, Payload, PropertySet, PropertyValue, Template
+from uns_bridge.sparkplug.values import (
+    DataSet,
+    MetaData,
+    Metric,
+    Payload,
+    PropertySet,
+    PropertyValue,
+    Template,
+    TemplateParameter,
+)
 
-PB = pb.Payload  # type: ignore[attr-defined]
+PB: Any = pb.Payload
 
 
 def one_metric(**fields: object) -> bytes:
@@ -140,9 +151,8 @@ def test_float_specials_survive() -> None:
                 decode_payload(one_metric(name="f", datatype=datatype, **{field: value})).metrics[0].value
                 == value
             )
-        assert math.isnan(
-            decode_payload(one_metric(name="f", datatype=datatype, **{field: math.nan})).metrics[0].value
-        )
+        nan = decode_payload(one_metric(name="f", datatype=datatype, **{field: math.nan})).metrics[0].value
+        assert isinstance(nan, float) and math.isnan(nan)
 
 
 def test_null_has_no_value() -> None:
@@ -275,10 +285,8 @@ def test_mutated_payloads_raise_only_payload_error(payload: Payload, data: st.Da
         for _ in range(data.draw(st.integers(1, 4))):
             raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
         raw = raw[: data.draw(st.integers(0, len(raw)))]
-    try:
+    with contextlib.suppress(PayloadError):
         decode_payload(bytes(raw))
-    except PayloadError:
-        pass
 
 
 def test_encoder_rejects_values_that_do_not_fit() -> None:
@@ -303,4 +311,202 @@ def test_encoder_rejects_values_that_do_not_fit() -> None:
 )
 def test_invalid_utf8_is_rejected(data: bytes) -> None:
     with pytest.raises(PayloadError, match="not valid UTF-8"):
+        decode_payload(data)
+
+
+# ---- alias-only DATA of every type, resolved with the birth's datatype ----------------------------
+
+
+@settings(max_examples=300)
+@given(st.lists(S.data_metrics(), min_size=1, max_size=6), st.integers(0, 255))
+def test_alias_only_data_of_every_type_resolves_to_the_original(metrics: list[Metric], seq: int) -> None:
+    payload = Payload(1_777_777_777_777, tuple(metrics), seq=seq)
+    decoded = decode_payload(encode_payload(payload, omit_alias_datatypes=True))
+    assert all(m.datatype is None for m in decoded.metrics)
+    resolved = tuple(
+        resolve_metric(raw, original.datatype)  # type: ignore[arg-type]
+        for raw, original in zip(decoded.metrics, metrics, strict=True)
+    )
+    assert decoded._replace(metrics=resolved) == payload
+
+
+def test_decoding_a_typed_metric_gives_the_typed_value_directly() -> None:
+    data = encode_payload(
+        Payload(1, (Metric(None, 3, 2, T.Int16Array, (-1, 2)), Metric(None, 4, 2, T.Int8, -5)))
+    )
+    metrics = decode_payload(data).metrics
+    assert metrics[0].value == (-1, 2) and metrics[1].value == -5
+    assert metrics[1].datatype == T.Int8 and resolve_metric(metrics[1], T.Int8) is metrics[1]
+    with pytest.raises(PayloadError, match="does not match the birth's Int16"):
+        resolve_metric(metrics[1], T.Int16)
+
+
+# ---- more malformed structures ----------------------------------------------------------------------
+
+
+def _dataset_message(types: list[int], cell: dict[str, object]) -> bytes:
+    message = PB()
+    metric = message.metrics.add()
+    metric.name, metric.datatype = "d", T.DataSet
+    ds = metric.dataset_value
+    ds.num_of_columns = len(types)
+    ds.columns.extend(f"c{i}" for i in range(len(types)))
+    ds.types.extend(types)
+    row = ds.rows.add()
+    for _ in types:
+        element = row.elements.add()
+        for key, value in cell.items():
+            setattr(element, key, value)
+    return bytes(message.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("types", "cell", "reason"),
+    [
+        ([T.Int32], {"string_value": "x"}, "column 'c0': Int32 needs an integer field"),
+        ([T.Bytes], {"int_value": 1}, "Bytes needs a bytes field"),
+        ([T.PropertySet], {"int_value": 1}, "PropertySet is not allowed here"),
+        ([T.Int8], {"int_value": 300}, "out of range for a 8-bit signed integer"),
+        ([99], {"int_value": 1}, r"Unknown\(99\) is not allowed here"),
+    ],
+)
+def test_bad_dataset_cells(types: list[int], cell: dict[str, object], reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        decode_payload(_dataset_message(types, cell))
+
+
+def test_dataset_null_cells_and_empty_dataset() -> None:
+    decoded = decode_payload(_dataset_message([T.Int32, T.String], {}))
+    assert decoded.metrics[0].value == DataSet(("c0", "c1"), (T.Int32, T.String), ((None, None),))
+    empty = DataSet((), (), ())
+    assert (
+        decode_payload(encode_payload(Payload(1, (Metric("e", None, 1, T.DataSet, empty),)))).metrics[0].value
+        == empty
+    )
+
+
+def test_property_set_keys_and_values_must_pair_up() -> None:
+    message = PB()
+    metric = message.metrics.add()
+    metric.name, metric.datatype, metric.int_value = "p", T.Int32, 1
+    metric.properties.keys.extend(["a", "b"])
+    metric.properties.values.add().type = T.Int32
+    with pytest.raises(PayloadError, match="properties: 2 keys but 1 values"):
+        decode_payload(message.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "reason"),
+    [
+        (T.Int32, "string_value", "Int32 needs an integer field"),
+        (T.Int32, "propertyset_value", "needs type PropertySet"),
+        (T.PropertySet, "int_value", "needs a property set value"),
+        (T.String, "propertysets_value", "needs type PropertySetList"),
+    ],
+)
+def test_bad_property_values(datatype: int, field: str, reason: str) -> None:
+    message = PB()
+    metric = message.metrics.add()
+    metric.name, metric.datatype, metric.int_value = "p", T.Int32, 1
+    metric.properties.keys.append("q")
+    value = metric.properties.values.add()
+    value.type = datatype
+    if field.startswith("propertyset"):
+        getattr(value, field).SetInParent()
+    else:
+        setattr(value, field, "x" if field == "string_value" else 1)
+    with pytest.raises(PayloadError, match=reason):
+        decode_payload(message.SerializeToString())
+
+
+def test_quality_and_nested_property_sets_decode_from_hand_built_protobuf() -> None:
+    message = PB()
+    metric = message.metrics.add()
+    metric.name, metric.datatype, metric.double_value = "t", T.Double, 20.5
+    props = metric.properties
+    props.keys.extend(["Quality", "limits", "history"])
+    quality = props.values.add()
+    quality.type, quality.int_value = T.Int32, 192
+    limits = props.values.add()
+    limits.type = T.PropertySet
+    limits.propertyset_value.keys.append("hi")
+    hi = limits.propertyset_value.values.add()
+    hi.type, hi.is_null = T.Float, True
+    history = props.values.add()
+    history.type = T.PropertySetList
+    entry = history.propertysets_value.propertyset.add()
+    entry.keys.append("stale")
+    stale = entry.values.add()
+    stale.type, stale.int_value = T.Int32, 4294966796  # -500, sign-extended
+    decoded = decode_payload(message.SerializeToString()).metrics[0].properties
+    assert decoded == PropertySet(
+        (
+            ("Quality", PropertyValue(T.Int32, 192)),
+            (
+                "limits",
+                PropertyValue(T.PropertySet, PropertySet((("hi", PropertyValue(T.Float, None, True)),))),
+            ),
+            (
+                "history",
+                PropertyValue(T.PropertySetList, (PropertySet((("stale", PropertyValue(T.Int32, -500)),)),)),
+            ),
+        )
+    )
+
+
+def test_template_definition_and_instance_with_parameters() -> None:
+    definition = Template(
+        metrics=(
+            Metric("rpm", None, None, T.UInt16, 0),
+            Metric("fault", None, None, T.String, None, is_null=True),
+        ),
+        parameters=(TemplateParameter("ratedKw", T.Double, 7.5), TemplateParameter("serial", T.String, None)),
+        version="1.0",
+        is_definition=True,
+    )
+    instance = Template(
+        metrics=(Metric("rpm", None, 5, T.UInt16, 1480),),
+        parameters=(TemplateParameter("ratedKw", T.Double, 11.0),),
+        template_ref="Motor",
+    )
+    payload = Payload(
+        1,
+        (Metric("_types_/Motor", None, 1, T.Template, definition), Metric("M1", 9, 1, T.Template, instance)),
+    )
+    decoded = decode_payload(encode_payload(payload))
+    assert decoded == payload
+    wire = PB.FromString(encode_payload(payload))
+    assert wire.metrics[0].template_value.is_definition and not wire.metrics[0].template_value.HasField(
+        "template_ref"
+    )
+    assert wire.metrics[1].template_value.template_ref == "Motor"
+
+
+def test_template_parameter_value_must_match_its_type() -> None:
+    message = PB()
+    metric = message.metrics.add()
+    metric.name, metric.datatype = "t", T.Template
+    param = metric.template_value.parameters.add()
+    param.name, param.type, param.string_value = "p", T.Int32, "x"
+    with pytest.raises(PayloadError, match="parameter 'p': Int32 needs an integer field"):
+        decode_payload(message.SerializeToString())
+
+
+def test_metadata_of_a_file_round_trips() -> None:
+    md = MetaData(is_multi_part=False, content_type="application/pdf", size=3, seq=0, file_name="a.pdf",
+                  file_type="pdf", md5="d41d8cd98f00b204e9800998ecf8427e", description="manual")  # fmt: skip
+    payload = Payload(1, (Metric("doc", None, 1, T.File, b"%PD", metadata=md),))
+    assert decode_payload(encode_payload(payload)) == payload
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x12\x04\x42\x02\x2a\xff",  # metadata (#8) content_type: b"\xff"... truncated length inside
+        b"\x12\x05\x42\x03\x12\x01\xff",  # metadata content_type not UTF-8
+        b"\x12\x06\x4a\x04\x0a\x02\xc3\x28",  # property key not UTF-8
+    ],
+)
+def test_nested_garbage_is_a_payload_error(data: bytes) -> None:
+    with pytest.raises(PayloadError):
         decode_payload(data)

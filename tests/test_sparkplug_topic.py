@@ -75,7 +75,7 @@ def test_building_invalid_topics_is_refused() -> None:
 
 
 ids = st.text(
-    st.characters(blacklist_characters="+#/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=20
+    st.characters(blacklist_characters="+#/\x00", blacklist_categories=["Cs"]), min_size=1, max_size=20
 )
 
 

@@ -148,7 +148,12 @@ def _decode_fast(message: Any, length: int) -> Payload | None:
     metrics = message.metrics
     out: list[Metric] = []
     append = out.append
-    typed = bool(metrics) and metrics[0].datatype != 0
+    typed = False
+    if metrics:
+        first = metrics[0]
+        if first.name:
+            return None  # a birth, or DATA by name: not what the fast path is for
+        typed = first.datatype != 0
     datatype = None
     extra = 2 if typed else 0  # a datatype < 128 takes two bytes
     for m in metrics:
