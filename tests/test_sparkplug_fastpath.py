@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -148,3 +149,11 @@ def test_hostile_additions_leave_the_fast_path() -> None:
         assert "timestamp (#3) has the wrong wire type" in str(exc)
     else:
         raise AssertionError("a wrong wire type was accepted")
+
+
+@pytest.mark.soak
+@settings(max_examples=500_000, deadline=None, database=None)
+@given(payload_bytes())
+def test_fast_and_thorough_paths_agree_soak(data: bytes) -> None:
+    thorough = outcome(lambda d: decode._decode_thorough(PB.FromString(d), d), data)
+    assert outcome(decode_payload, data) == thorough

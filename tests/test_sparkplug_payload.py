@@ -510,3 +510,23 @@ def test_metadata_of_a_file_round_trips() -> None:
 def test_nested_garbage_is_a_payload_error(data: bytes) -> None:
     with pytest.raises(PayloadError):
         decode_payload(data)
+
+
+SOAK = settings(max_examples=200_000, deadline=None, database=None)
+
+
+@pytest.mark.soak
+@SOAK
+@given(S.payloads)
+def test_round_trip_every_datatype_soak(payload: Payload) -> None:
+    assert decode_payload(encode_payload(payload)) == payload
+
+
+@pytest.mark.soak
+@SOAK
+@given(st.lists(S.data_metrics(), min_size=1, max_size=6))
+def test_alias_only_data_soak(metrics: list[Metric]) -> None:
+    payload = Payload(1, tuple(metrics), seq=0)
+    decoded = decode_payload(encode_payload(payload, omit_alias_datatypes=True))
+    resolved = tuple(resolve_metric(r, o.datatype) for r, o in zip(decoded.metrics, metrics, strict=True))  # type: ignore[arg-type]
+    assert resolved == payload.metrics
