@@ -157,3 +157,17 @@ def test_hostile_additions_leave_the_fast_path() -> None:
 def test_fast_and_thorough_paths_agree_soak(data: bytes) -> None:
     thorough = outcome(lambda d: decode._decode_thorough(PB.FromString(d), d), data)
     assert outcome(decode_payload, data) == thorough
+
+
+def test_fast_path_errors_name_the_alias() -> None:
+    metric = field(2, 0, b"\x07") + field(3, 0, varint(1_777_777_777_777)) + field(4, 0, varint(T.Int8))
+    data = length_delimited(2, metric + field(10, 0, varint(1000)))
+    try:
+        decode_payload(data)
+    except PayloadError as exc:
+        assert str(exc) == "metric alias 7: 1000 is out of range for a 8-bit signed integer"
+    else:
+        raise AssertionError("an out-of-range Int8 was accepted")
+    negative = length_delimited(2, metric + field(10, 0, varint((1 << 32) - 128)))
+    assert decode._decode_fast(PB.FromString(negative), len(negative)) is not None
+    assert decode_payload(negative).metrics[0].value == -128

@@ -197,7 +197,10 @@ def _decode_fast(message: Any, length: int) -> Payload | None:
                 coercer = COERCERS.get(datatype)
                 if coercer is None:
                     return None
-                raw = coercer(datatype, raw, f"metric alias {alias}")
+                try:
+                    raw = coercer(datatype, raw, "")
+                except PayloadError as exc:  # the reason starts with ": "
+                    raise PayloadError(f"metric alias {alias}{exc}") from None
         size += n
         append(_NEW(Metric, (None, alias, ts, datatype, raw, False, False, False, None, None)))
     if size != length:
