@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 
 from uns_bridge.sparkplug.datatypes import (
     ARRAY_ELEMENT_FORMAT,
+    DT,
     SIGNED_WIDTH,
     UNSIGNED_WIDTH,
-    DataType,
     datatype_name,
 )
 from uns_bridge.sparkplug.errors import PayloadError
@@ -64,7 +64,7 @@ def _needs(datatype: int, what: str, raw: object, where: str) -> PayloadError:
 
 def unpack_array(datatype: int, data: bytes, where: str) -> tuple[object, ...]:
     """The elements of an array datatype's ``bytes_value``."""
-    if datatype == DataType.BooleanArray:
+    if datatype == DT.BooleanArray:
         if len(data) < 4:
             raise PayloadError(f"{where}: a BooleanArray needs a 4-byte count, got {len(data)} bytes")
         (count,) = struct.unpack_from("<I", data)
@@ -75,7 +75,7 @@ def unpack_array(datatype: int, data: bytes, where: str) -> tuple[object, ...]:
             )
         bits = data[4:]
         return tuple(bool(bits[i >> 3] & (0x80 >> (i & 7))) for i in range(count))
-    if datatype == DataType.StringArray:
+    if datatype == DT.StringArray:
         if not data:
             return ()
         if data[-1] != 0:
@@ -97,7 +97,7 @@ def pack_array(datatype: int, values: Iterable[object], where: str) -> bytes:
     """The ``bytes_value`` of an array datatype."""
     items = list(values)
     try:
-        if datatype == DataType.BooleanArray:
+        if datatype == DT.BooleanArray:
             bits = bytearray((len(items) + 7) // 8)
             for i, item in enumerate(items):
                 if not isinstance(item, bool):
@@ -105,7 +105,7 @@ def pack_array(datatype: int, values: Iterable[object], where: str) -> bytes:
                 if item:
                     bits[i >> 3] |= 0x80 >> (i & 7)
             return struct.pack("<I", len(items)) + bytes(bits)
-        if datatype == DataType.StringArray:
+        if datatype == DT.StringArray:
             out = bytearray()
             for item in items:
                 if not isinstance(item, str) or "\x00" in item:
@@ -189,24 +189,24 @@ def _c_unknown(datatype: int, raw: object, where: str) -> Value:
 COERCERS: dict[int, Coercer] = {
     **{t: _c_signed for t in SIGNED_WIDTH},
     **{t: _c_unsigned for t in UNSIGNED_WIDTH},
-    DataType.DateTime: _c_unsigned,
-    DataType.Float: _c_float,
-    DataType.Double: _c_float,
-    DataType.Boolean: _c_bool,
-    DataType.String: _c_string,
-    DataType.Text: _c_string,
-    DataType.UUID: _c_string,
-    DataType.Bytes: _c_bytes,
-    DataType.File: _c_bytes,
-    **{t: _c_array for t in (*ARRAY_ELEMENT_FORMAT, DataType.BooleanArray, DataType.StringArray)},
-    DataType.DataSet: _c_dataset,
-    DataType.Template: _c_template,
-    DataType.Unknown: _c_unknown,
+    DT.DateTime: _c_unsigned,
+    DT.Float: _c_float,
+    DT.Double: _c_float,
+    DT.Boolean: _c_bool,
+    DT.String: _c_string,
+    DT.Text: _c_string,
+    DT.UUID: _c_string,
+    DT.Bytes: _c_bytes,
+    DT.File: _c_bytes,
+    **{t: _c_array for t in (*ARRAY_ELEMENT_FORMAT, DT.BooleanArray, DT.StringArray)},
+    DT.DataSet: _c_dataset,
+    DT.Template: _c_template,
+    DT.Unknown: _c_unknown,
 }
 #: the datatypes a DataSet cell, template parameter or (scalar) property may have
 SCALAR_HOLDER_TYPES = frozenset(
-    (*SIGNED_WIDTH, *UNSIGNED_WIDTH, DataType.DateTime, DataType.Float, DataType.Double, DataType.Boolean,
-     DataType.String, DataType.Text, DataType.UUID)
+    (*SIGNED_WIDTH, *UNSIGNED_WIDTH, DT.DateTime, DT.Float, DT.Double, DT.Boolean,
+     DT.String, DT.Text, DT.UUID)
 )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from types import SimpleNamespace
 
 
 class DataType(IntEnum):
@@ -89,3 +90,8 @@ def datatype_name(datatype: int | None) -> str:
         return DataType(datatype).name
     except ValueError:
         return f"Unknown({datatype})"
+
+
+#: The same numbers as plain ints, for hot code: ``DT.Int8`` costs a dict lookup, while reading a member
+#: off the IntEnum class (``DataType.Int8``) costs ~200 ns in Python 3.11.
+DT = SimpleNamespace(**{member.name: int(member) for member in DataType})

@@ -18,13 +18,14 @@ null (``value None``, ``is_null True``) whether or not ``is_null`` was set.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
-from uns_bridge.sparkplug.coerce import COERCERS, coerce_value
-from uns_bridge.sparkplug.datatypes import DataType, datatype_name
+from uns_bridge.sparkplug.coerce import COERCERS, SCALAR_HOLDER_TYPES, coerce_value
+from uns_bridge.sparkplug.datatypes import DT, datatype_name
 from uns_bridge.sparkplug.errors import PayloadError
 from uns_bridge.sparkplug.values import (
     DataSet,
@@ -48,14 +49,13 @@ _METADATA_FIELDS = tuple(MetaData.__dataclass_fields__)
 
 #: per value field, per datatype: the bound below which the wire value is already the typed value
 #: (fast path; anything else goes through the datatype's coercer, which converts or rejects it)
-_T = DataType
 _PASS_BELOW: dict[str, dict[int, float]] = {
-    "double_value": {_T.Float: math.inf, _T.Double: math.inf},
-    "float_value": {_T.Float: math.inf, _T.Double: math.inf},
-    "boolean_value": {_T.Boolean: 2},
-    "int_value": {_T.Int8: 1 << 7, _T.Int16: 1 << 15, _T.Int32: 1 << 31, _T.UInt8: 1 << 8,
-                  _T.UInt16: 1 << 16, _T.UInt32: 1 << 32},
-    "long_value": {_T.Int64: 1 << 63, _T.UInt64: 1 << 64, _T.DateTime: 1 << 64},
+    "double_value": {DT.Float: math.inf, DT.Double: math.inf},
+    "float_value": {DT.Float: math.inf, DT.Double: math.inf},
+    "boolean_value": {DT.Boolean: 2},
+    "int_value": {DT.Int8: 1 << 7, DT.Int16: 1 << 15, DT.Int32: 1 << 31, DT.UInt8: 1 << 8,
+                  DT.UInt16: 1 << 16, DT.UInt32: 1 << 32},
+    "long_value": {DT.Int64: 1 << 63, DT.UInt64: 1 << 64, DT.DateTime: 1 << 64},
     "bytes_value": {},
 }  # fmt: skip
 
@@ -258,38 +258,71 @@ def _text(value: object, where: str) -> str:
     return value
 
 
+def _where(what: str, index: int, name: str | None) -> str:
+    return f"{what} {index}" if name is None else f"{what} {name!r}"
+
+
+def _coerced(datatype: int, raw: object, where: Callable[[], str]) -> Value:
+    """``coerce_value`` with the error's location built only when there is an error."""
+    coercer = COERCERS.get(datatype)
+    if coercer is None:
+        raise PayloadError(f"{where()}: datatype {datatype_name(datatype)} cannot be the value of a metric")
+    try:
+        return coercer(datatype, raw, "")
+    except PayloadError as exc:  # the reason starts with ": "
+        raise PayloadError(f"{where()}{exc}") from None
+
+
 def _decode_metric(m: Any, index: int, what: str) -> Metric:
-    if m.HasField("name"):
-        name: str | None = _text(m.name, f"{what} {index} name")
-        where = f"{what} {name!r}"
+    # a field reads as 0 / "" when absent: only then is its presence asked
+    name = m.name
+    if name or _HAS(m, "name"):
+        if type(name) is not str:
+            raise PayloadError(f"{what} {index} name is not valid UTF-8")
     else:
         name = None
-        where = f"{what} {index}"
-    datatype = m.datatype if m.HasField("datatype") else None
+    alias = m.alias
+    if not alias and not _HAS(m, "alias"):
+        alias = None
+    timestamp = m.timestamp
+    if not timestamp and not _HAS(m, "timestamp"):
+        timestamp = None
+    datatype = m.datatype
+    if not datatype and not _HAS(m, "datatype"):
+        datatype = None
     field = _WHICH(m, "value")
     raw: object
     if field is None or field == "extension_value":
         raw = None
     elif field == "dataset_value":
-        raw = _decode_dataset(m.dataset_value, where)
+        raw = _decode_dataset(m.dataset_value, _where(what, index, name))
     elif field == "template_value":
-        raw = _decode_template(m.template_value, where)
+        raw = _decode_template(m.template_value, _where(what, index, name))
     else:
         raw = getattr(m, field)
         if field == "string_value" and type(raw) is not str:
-            raise PayloadError(f"{where}: the string value is not valid UTF-8")
-    value: Value = raw if datatype is None else coerce_value(datatype, raw, where)  # type: ignore[assignment]
-    return Metric(
-        name,
-        m.alias if m.HasField("alias") else None,
-        m.timestamp if m.HasField("timestamp") else None,
-        datatype,
-        value,
-        m.is_historical,
-        m.is_transient,
-        m.is_null or raw is None,
-        _decode_metadata(m.metadata, where) if m.HasField("metadata") else None,
-        _decode_propertyset(m.properties, f"{where} properties") if m.HasField("properties") else None,
+            raise PayloadError(f"{_where(what, index, name)}: the string value is not valid UTF-8")
+    value: Value
+    if datatype is None or raw is None:
+        value = raw  # type: ignore[assignment]
+    else:
+        value = _coerced(datatype, raw, lambda: _where(what, index, name))
+    return _NEW(
+        Metric,
+        (
+            name,
+            alias,
+            timestamp,
+            datatype,
+            value,
+            m.is_historical,
+            m.is_transient,
+            m.is_null or raw is None,
+            _decode_metadata(m.metadata, _where(what, index, name)) if _HAS(m, "metadata") else None,
+            _decode_propertyset(m.properties, f"{_where(what, index, name)} properties")
+            if _HAS(m, "properties")
+            else None,
+        ),
     )
 
 
@@ -306,44 +339,50 @@ def _scalar_by_type(datatype: int, holder: Any, where: str) -> Scalar | None:
     field = holder.WhichOneof("value")
     if field is None or field == "extension_value":
         return None
-    if datatype in (DataType.PropertySet, DataType.PropertySetList) or datatype not in COERCERS:
+    if datatype in (DT.PropertySet, DT.PropertySetList) or datatype not in COERCERS:
         raise PayloadError(f"{where}: {datatype_name(datatype)} is not allowed here")
     return coerce_value(datatype, getattr(holder, field), where)  # type: ignore[return-value]
 
 
 def _decode_propertyset(ps: Any, where: str) -> PropertySet:
-    if len(ps.keys) != len(ps.values):
-        raise PayloadError(f"{where}: {len(ps.keys)} keys but {len(ps.values)} values")
+    keys = ps.keys
+    values = ps.values
+    if len(keys) != len(values):
+        raise PayloadError(f"{where}: {len(keys)} keys but {len(values)} values")
     items = []
-    for key, pv in zip(ps.keys, ps.values, strict=True):
-        key = _text(key, f"{where} key")
-        items.append((key, _decode_propertyvalue(pv, f"{where} {key!r}")))
+    for key, pv in zip(keys, values, strict=True):
+        if type(key) is not str:
+            raise PayloadError(f"{where} key is not valid UTF-8")
+        items.append((key, _decode_propertyvalue(pv, where, key)))
     return PropertySet(tuple(items))
 
 
-def _decode_propertyvalue(pv: Any, where: str) -> PropertyValue:
+def _decode_propertyvalue(pv: Any, where: str, key: str) -> PropertyValue:
     datatype = pv.type
     field = pv.WhichOneof("value")
     if pv.is_null or field is None or field == "extension_value":
         return PropertyValue(datatype, None, True)
     if field == "propertyset_value":
-        if datatype != DataType.PropertySet:
+        if datatype != DT.PropertySet:
             raise PayloadError(
-                f"{where}: a property set value needs type PropertySet, not {datatype_name(datatype)}"
+                f"{where} {key!r}: a property set value needs type PropertySet, not {datatype_name(datatype)}"
             )
-        return PropertyValue(datatype, _decode_propertyset(pv.propertyset_value, where))
+        return PropertyValue(datatype, _decode_propertyset(pv.propertyset_value, f"{where} {key!r}"))
     if field == "propertysets_value":
-        if datatype != DataType.PropertySetList:
+        if datatype != DT.PropertySetList:
             raise PayloadError(
-                f"{where}: a property set list needs type PropertySetList, not {datatype_name(datatype)}"
+                f"{where} {key!r}: a property set list needs type PropertySetList, not {datatype_name(datatype)}"
             )
         sets = pv.propertysets_value.propertyset
         return PropertyValue(
-            datatype, tuple(_decode_propertyset(s, f"{where}[{i}]") for i, s in enumerate(sets))
+            datatype, tuple(_decode_propertyset(s, f"{where} {key!r}[{i}]") for i, s in enumerate(sets))
         )
-    if datatype in (DataType.PropertySet, DataType.PropertySetList):
-        raise PayloadError(f"{where}: type {datatype_name(datatype)} needs a property set value")
-    return PropertyValue(datatype, _scalar_by_type(datatype, pv, where))
+    if datatype not in SCALAR_HOLDER_TYPES and datatype != DT.Unknown:
+        if datatype in (DT.PropertySet, DT.PropertySetList):
+            raise PayloadError(f"{where} {key!r}: type {datatype_name(datatype)} needs a property set value")
+        raise PayloadError(f"{where} {key!r}: {datatype_name(datatype)} is not allowed here")
+    value = _coerced(datatype, getattr(pv, field), lambda: f"{where} {key!r}")
+    return PropertyValue(datatype, value)  # type: ignore[arg-type]
 
 
 def _decode_dataset(ds: Any, where: str) -> DataSet:

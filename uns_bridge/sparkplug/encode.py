@@ -15,9 +15,9 @@ from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
 from uns_bridge.sparkplug.coerce import SCALAR_HOLDER_TYPES, pack_array
 from uns_bridge.sparkplug.datatypes import (
     ARRAY_ELEMENT_FORMAT,
+    DT,
     SIGNED_WIDTH,
     UNSIGNED_WIDTH,
-    DataType,
     datatype_name,
 )
 from uns_bridge.sparkplug.errors import PayloadError
@@ -97,7 +97,7 @@ def _encode_metric(out: Any, metric: Metric, where: str, omit_alias_datatypes: b
 
 def _encode_value(out: Any, datatype: int, value: object, where: str) -> None:
     name = datatype_name(datatype)
-    if datatype in SIGNED_WIDTH or datatype in UNSIGNED_WIDTH or datatype == DataType.DateTime:
+    if datatype in SIGNED_WIDTH or datatype in UNSIGNED_WIDTH or datatype == DT.DateTime:
         if type(value) is not int:
             raise PayloadError(f"{where}: {name} needs an int, got {type(value).__name__}")
         if datatype in SIGNED_WIDTH:
@@ -116,34 +116,34 @@ def _encode_value(out: Any, datatype: int, value: object, where: str) -> None:
                 out.long_value = value
             else:
                 out.int_value = value
-    elif datatype == DataType.Float:
+    elif datatype == DT.Float:
         value = _as_float(value, where, name)
         if math.isfinite(value) and abs(value) > _FLOAT_MAX:
             raise PayloadError(f"{where}: {value} does not fit a 32-bit Float")
         out.float_value = value
-    elif datatype == DataType.Double:
+    elif datatype == DT.Double:
         out.double_value = _as_float(value, where, name)
-    elif datatype == DataType.Boolean:
+    elif datatype == DT.Boolean:
         if type(value) is not bool:
             raise PayloadError(f"{where}: Boolean needs a bool, got {type(value).__name__}")
         out.boolean_value = value
-    elif datatype in (DataType.String, DataType.Text, DataType.UUID):
+    elif datatype in (DT.String, DT.Text, DT.UUID):
         if type(value) is not str:
             raise PayloadError(f"{where}: {name} needs a str, got {type(value).__name__}")
         out.string_value = value
-    elif datatype in (DataType.Bytes, DataType.File):
+    elif datatype in (DT.Bytes, DT.File):
         if not isinstance(value, bytes | bytearray):
             raise PayloadError(f"{where}: {name} needs bytes, got {type(value).__name__}")
         out.bytes_value = bytes(value)
-    elif datatype in ARRAY_ELEMENT_FORMAT or datatype in (DataType.BooleanArray, DataType.StringArray):
+    elif datatype in ARRAY_ELEMENT_FORMAT or datatype in (DT.BooleanArray, DT.StringArray):
         if not isinstance(value, tuple | list):
             raise PayloadError(f"{where}: {name} needs a tuple, got {type(value).__name__}")
         out.bytes_value = pack_array(datatype, value, where)
-    elif datatype == DataType.DataSet:
+    elif datatype == DT.DataSet:
         if not isinstance(value, DataSet):
             raise PayloadError(f"{where}: DataSet needs a DataSet, got {type(value).__name__}")
         _encode_dataset(out.dataset_value, value, where)
-    elif datatype == DataType.Template:
+    elif datatype == DT.Template:
         if not isinstance(value, Template):
             raise PayloadError(f"{where}: Template needs a Template, got {type(value).__name__}")
         _encode_template(out.template_value, value, where)
@@ -206,12 +206,12 @@ def _encode_propertyset(out: Any, ps: PropertySet, where: str) -> None:
         value.type = pv.datatype
         if pv.is_null or pv.value is None:
             value.is_null = True
-        elif pv.datatype == DataType.PropertySet:
+        elif pv.datatype == DT.PropertySet:
             if not isinstance(pv.value, PropertySet):
                 raise PayloadError(f"{where} {key!r}: PropertySet needs a PropertySet value")
             value.propertyset_value.SetInParent()
             _encode_propertyset(value.propertyset_value, pv.value, f"{where} {key!r}")
-        elif pv.datatype == DataType.PropertySetList:
+        elif pv.datatype == DT.PropertySetList:
             if not isinstance(pv.value, tuple):
                 raise PayloadError(f"{where} {key!r}: PropertySetList needs a tuple of PropertySet")
             value.propertysets_value.SetInParent()
