@@ -141,6 +141,32 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 _QUALITY = {0: Quality.BAD, 192: Quality.GOOD, 500: Quality.STALE}
 _GOOD = Quality.GOOD
+_COMMANDS = frozenset((MessageType.NCMD, MessageType.DCMD))
+#: parsed topics kept (topics repeat: parsing each message's topic again is per-message waste)
+_TOPIC_CACHE = 65_536
+#: wire values that already are the typed value: Python type per datatype, and for integer types the
+#: bound below which the unsigned wire integer needs no sign extension or masking
+_PASS_TYPE: dict[int, type] = {
+    DataType.Float: float,
+    DataType.Double: float,
+    DataType.Boolean: bool,
+    DataType.String: str,
+    DataType.Text: str,
+    DataType.UUID: str,
+    DataType.Bytes: bytes,
+}
+_INT_BOUND: dict[int, int] = {
+    DataType.Int8: 1 << 7,
+    DataType.Int16: 1 << 15,
+    DataType.Int32: 1 << 31,
+    DataType.Int64: 1 << 63,
+    DataType.UInt8: 1 << 8,
+    DataType.UInt16: 1 << 16,
+    DataType.UInt32: 1 << 32,
+    DataType.UInt64: 1 << 64,
+    DataType.DateTime: 1 << 64,
+}
+_new = tuple.__new__  # builds a Sample without the NamedTuple's Python-level __new__ (hot path)
 #: an undecodable message of these types is not answered with a rebirth request
 _NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))
 #: a seq this far ahead of the expected one (mod 256) counts as "ahead"; further is "behind"
@@ -225,6 +251,7 @@ class Host:
         self.config = config or HostConfig()
         self.state_topic = str(StateTopic(self.config.host_id))
         self._nodes: dict[tuple[str, str], _Node] = {}
+        self._topics: dict[str | bytes, SparkplugTopic | StateTopic] = {}
         self._session_ts: int | None = None
         self._connected = False
         self._was_connected = False
@@ -343,13 +370,23 @@ class Host:
             ]
 
     def _receive(self, topic: str | bytes, payload: bytes, now_ms: int) -> list[Effect]:
-        text = topic if isinstance(topic, str) else topic.decode("utf-8", "replace")
-        try:
-            parsed = parse_topic(topic)
-        except TopicError as exc:
-            return [
-                Anomaly(AnomalyKind.INVALID_TOPIC, str(exc), now_ms, text, dead_letter=True, payload=payload)
-            ]
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
+            try:
+                parsed = parse_topic(topic)
+            except TopicError as exc:
+                return [
+                    Anomaly(
+                        AnomalyKind.INVALID_TOPIC, str(exc), now_ms, text, dead_letter=True, payload=payload
+                    )
+                ]
+            if len(self._topics) >= _TOPIC_CACHE:
+                self._topics.clear()
+            if isinstance(topic, str | bytes):
+                self._topics[topic] = parsed
+        else:
+            text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
         if isinstance(parsed, StateTopic):
             return self._on_state(parsed, payload, now_ms)
         group, node_id, device = parsed.group, parsed.node, parsed.device
@@ -389,7 +426,7 @@ class Host:
                 )
             ]
         kind = parsed.message_type
-        if kind.is_command:
+        if kind in _COMMANDS:
             return []  # other hosts' (or our own) commands are not data (H5)
         if kind == MessageType.NBIRTH:
             return self._on_nbirth(parsed, decoded, payload, now_ms)
@@ -875,9 +912,9 @@ class Host:
         aliases = node.aliases
         device_id = topic.device
         for metric in payload.metrics:  # the hot path: keep per-metric work small
-            name = metric.name
+            # one unpack instead of ten NamedTuple attribute lookups
+            name, alias, ts, datatype, value, is_historical, is_transient, is_null, _, props = metric
             if name is None:
-                alias = metric.alias
                 info = aliases.get(alias) if alias is not None else None
                 if info is None or info.device != device_id:
                     problems.append(f"unknown alias {alias}")
@@ -889,15 +926,20 @@ class Host:
                     problems.append(f"unknown metric name {name!r}")
                     unknown = unknown or AnomalyKind.UNKNOWN_METRIC
                     continue
-            value = metric.value
-            datatype = metric.datatype
             if datatype is None:
                 if value is not None:
-                    try:
-                        value = coerce_value(info.datatype, value, "")
-                    except PayloadError:
-                        problems.append(_coerce_problem(info, value))
-                        continue
+                    born = info.datatype
+                    bound = _INT_BOUND.get(born)
+                    if bound is not None:
+                        passes = type(value) is int and value < bound
+                    else:
+                        passes = type(value) is _PASS_TYPE.get(born)
+                    if not passes:
+                        try:
+                            value = coerce_value(born, value, "")
+                        except PayloadError:
+                            problems.append(_coerce_problem(info, value))
+                            continue
             elif datatype != info.datatype:
                 problems.append(
                     f"metric {info.name!r} sent as {datatype_name(datatype)}, "
@@ -908,20 +950,19 @@ class Host:
                 metric = metric._replace(datatype=info.datatype, value=value)
                 self._template_data(node, device, info, metric, fallback, historical, samples, problems)
                 continue
-            if metric.is_transient:
+            if is_transient:
                 continue
-            quality = _GOOD
-            props = metric.properties
-            if props is not None:
-                quality = _quality(props, quality)
-            ts = metric.timestamp
+            quality = _GOOD if props is None else _quality(props, _GOOD)
             append(
-                Sample(
-                    info,
-                    fallback if ts is None else ts,
-                    None if metric.is_null else value,
-                    quality,
-                    historical or metric.is_historical,
+                _new(
+                    Sample,
+                    (
+                        info,
+                        fallback if ts is None else ts,
+                        None if is_null else value,
+                        quality,
+                        historical or is_historical,
+                    ),
                 )
             )
         effects: list[Effect] = []
