@@ -170,7 +170,10 @@ _SQL_LIFECYCLE = (
     "INSERT INTO uns.lifecycle (time, event, group_id, edge_node_id, device_id, reason, bd_seq, detail)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING"
 )
-_SQL_DEAD = "INSERT INTO uns.dead_letter (time, topic, payload, reason, kind) VALUES ($1, $2, $3, $4, $5)"
+_SQL_DEAD = (
+    "INSERT INTO uns.dead_letter (time, topic, payload, reason, kind) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT DO NOTHING"
+)
 _SQL_STALE = (
     "UPDATE uns.metric_current c SET quality = 2, updated_at = now()"
     " FROM unnest($1::bigint[], $2::timestamptz[]) AS s (metric_id, time)"
