@@ -253,6 +253,13 @@ def test_b1_invalid_topic_and_undecodable_payload_are_dead_letters() -> None:
     for bad in ("spBv1.0/G/NBIRTH", "spBv1.0/G/XDATA/E", "nope/x", b"spBv1.0/\xff/NDATA/E"):
         [a] = anomalies(host.receive(bad, b"\x01\x02", T0))
         assert a.kind == A.INVALID_TOPIC and a.dead_letter and a.payload == b"\x01\x02" and a.reason
+    # buffers other than bytes are accepted for topic and payload alike
+    born = host.receive(bytearray(topic("NBIRTH").encode()), bytearray(nbirth()), T0)
+    assert of(born, fx.NodeOnline) and anomalies(born) == []
+    data = host.receive(
+        memoryview(topic("NDATA").encode()), memoryview(payload([m(None, 1, T.Double, 1.0)], 1)), T0
+    )
+    assert values(data) == [("Temp", 1.0)]
     [a] = anomalies(host.receive(topic("NDATA"), b"\xff\xff\xff", T0))
     assert a.kind == A.DECODE_ERROR and a.dead_letter and a.payload == b"\xff\xff\xff" and a.reason
 

@@ -109,7 +109,7 @@ Robustness
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import orjson
 
@@ -137,6 +137,7 @@ from uns_bridge.sparkplug.payload import PayloadError, coerce_value, decode_payl
 from uns_bridge.sparkplug.topic import MessageType, SparkplugTopic, StateTopic, TopicError, parse_topic
 from uns_bridge.sparkplug.values import MetaData, Metric, Payload, PropertySet, Template, Value
 
+Buffer: TypeAlias = bytes | bytearray | memoryview
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 _QUALITY = {0: Quality.BAD, 192: Quality.GOOD, 500: Quality.STALE}
@@ -352,12 +353,12 @@ class Host:
 
     # ------------------------------------------------------------------ messages
 
-    def receive(self, topic: str | bytes, payload: bytes, now_ms: int) -> list[Effect]:
+    def receive(self, topic: str | Buffer, payload: Buffer, now_ms: int) -> list[Effect]:
         """One received MQTT message. Never raises (B1)."""
         try:
             return self._receive(topic, payload, now_ms)
         except Exception as exc:  # a bug must not stop the bridge: keep the message and say why
-            text = topic if isinstance(topic, str) else topic.decode("utf-8", "replace")
+            text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
             return [
                 Anomaly(
                     AnomalyKind.PROTOCOL,
@@ -369,7 +370,11 @@ class Host:
                 )
             ]
 
-    def _receive(self, topic: str | bytes, payload: bytes, now_ms: int) -> list[Effect]:
+    def _receive(self, topic: str | Buffer, payload: Buffer, now_ms: int) -> list[Effect]:
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # kept in dead letters and hashed for duplicate detection
+        if not isinstance(topic, str | bytes):
+            topic = bytes(topic)  # bytearray / memoryview: hashable for the cache
         parsed = self._topics.get(topic)
         if parsed is None:
             text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
@@ -383,8 +388,7 @@ class Host:
                 ]
             if len(self._topics) >= _TOPIC_CACHE:
                 self._topics.clear()
-            if isinstance(topic, str | bytes):
-                self._topics[topic] = parsed
+            self._topics[topic] = parsed
         else:
             text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
         if isinstance(parsed, StateTopic):
