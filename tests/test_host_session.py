@@ -86,6 +86,16 @@ def test_h4_clean_shutdown_publishes_state_offline_first_tck_id_host_application
     assert {i.name for s in of(effects, fx.MetricsStale) for i in s.metrics} >= {"Temp", "bdSeq"}
 
 
+def test_h4_nothing_published_after_the_death_certificate() -> None:
+    host = new_host()
+    host.receive(topic("NBIRTH"), nbirth(), T0)
+    # a held message with an unknown alias would ask for a rebirth, but not after our STATE death
+    host.receive(topic("NDATA"), payload([m(None, 99, T.Double, 1.0)], 2), T0 + 1)
+    effects = host.disconnecting(T0 + 2)
+    assert [p.topic for p in of(effects, fx.Publish)] == ["spBv1.0/STATE/h1"]
+    assert anomalies(effects, fx.AnomalyKind.UNKNOWN_ALIAS)
+
+
 def test_h5_other_hosts_state_3_0_and_legacy_are_not_data() -> None:
     host = new_host()
     assert host.receive("spBv1.0/STATE/other", orjson.dumps({"online": False, "timestamp": 1}), T0) == []

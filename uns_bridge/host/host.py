@@ -300,10 +300,10 @@ class Host:
     def disconnecting(self, now_ms: int) -> list[Effect]:
         """Clean shutdown: the STATE death first (H4), then everything STALE."""
         effects: list[Effect] = [self._state(False)]
+        self._connected = False  # no command after our death certificate
         effects.extend(self._release_all_held(now_ms))
         for node in self._nodes.values():
             effects.extend(self._node_offline(node, now_ms, "host shutdown"))
-        self._connected = False
         return effects
 
     def _state(self, online: bool) -> Publish:
