@@ -104,6 +104,8 @@ async def test_record_then_direct_replay_equals_live_ingest(
     stop_bridge = asyncio.Event()
     config = bridge_config(mqtt_broker, database_dsn, groups, tmp_path)
     state = Subscriber(mqtt_broker, f"spBv1.0/STATE/{config.host.id}")
+    watch = Subscriber(mqtt_broker, f"spBv1.0/{groups[0]}/#")
+    watch.client.subscribe(f"spBv1.0/{groups[1]}/#", qos=1)
     bridge = asyncio.create_task(run_bridge(config, stop=stop_bridge))
     try:
         assert recorder.stderr is not None
@@ -116,13 +118,21 @@ async def test_record_then_direct_replay_equals_live_ingest(
             mqtt_broker.url, 2, 2, 11, 10.0, 2.0, {"death": 0.1, "devicedeath": 0.1}, group_id, None, seed=5
         )
         assert stats.published > 50
-        await asyncio.sleep(1.0)  # the last clean NDEATHs reach the bridge; the writer flushes on stop
+        # the bridge has stored every death the broker delivered before it is stopped
+        deaths = sum(1 for t, _, _ in watch.messages if t.split("/")[2] == "NDEATH")
+        for _ in range(300):
+            stored = await rows(database_dsn, "SELECT count(*) FROM uns.lifecycle WHERE event = 'node_death'")
+            if stored[0][0] >= deaths > 0:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # and the writes that follow them
     finally:
         stop_bridge.set()
         await asyncio.wait_for(bridge, 30)
         recorder.send_signal(2)
         await asyncio.wait_for(recorder.communicate(), 20)
         state.close()
+        watch.close()
     recorded = list(JsonlReader(capture))
     assert any(r.topic.split("/")[2] == "NDEATH" for r in recorded)
 
@@ -136,7 +146,11 @@ async def test_record_then_direct_replay_equals_live_ingest(
     live_lifecycle = await lifecycle(database_dsn)
     events = {row[0] for row in live_lifecycle}
     assert {"node_birth", "device_birth", "node_death"} <= events, events
-    assert await lifecycle(second_database) == live_lifecycle
+    replayed_lifecycle = await lifecycle(second_database)
+    assert replayed_lifecycle == live_lifecycle, (
+        sorted(set(replayed_lifecycle) - set(live_lifecycle), key=str),
+        sorted(set(live_lifecycle) - set(replayed_lifecycle), key=str),
+    )
 
     again = await run_cli("replay", str(capture), "--direct", "--database", second_database)
     assert again.returncode == 0, again.stderr
