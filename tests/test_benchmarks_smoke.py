@@ -125,3 +125,17 @@ async def test_minimal_pipeline_commits_every_row() -> None:
     assert sent["metrics"] == 3000
     assert got["rows"] == stored == 3000
     assert aliases == 30
+
+
+async def test_publisher_births_only_the_nodes_asked_for() -> None:
+    broker = services.local_mosquitto()
+    if broker is None:
+        pytest.skip("needs the local Mosquitto")
+    fleet = Fleet(
+        group=unique("BenchSmoke"), nodes=4, devices=2, metrics=3, host=broker.host, port=broker.port
+    )
+    async with Publisher(fleet) as pub:
+        first = await pub.births(0, 1, probe=False)
+        rest = await pub.births(1, 4, probe=True)
+    assert (first["msgs"], first["birth_metrics"]) == (3, 6)
+    assert (rest["msgs"], rest["birth_metrics"]) == (3 * 3 + 2, 3 * 6 + 1)

@@ -278,7 +278,7 @@ def main(argv: list[str]) -> int:
         if op == "quit":
             break
         if op == "births":
-            reply = player.births()
+            reply = player.births(**command)
         elif op == "run":
             reply = player.run(**command)
         elif op == "blast":
