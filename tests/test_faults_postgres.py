@@ -21,7 +21,7 @@ from uns_bridge.namespace import Namespace
 from uns_bridge.placement import Placer
 from uns_bridge.sparkplug.datatypes import DataType
 from uns_bridge.store.batch import BatchCodec
-from uns_bridge.store.forward import Forwarder
+from uns_bridge.store.forward import Forwarder, merge_batches
 from uns_bridge.store.migrations import migrate
 from uns_bridge.store.spool import Spool
 from uns_bridge.store.writer import StoreWriter
@@ -80,10 +80,11 @@ async def writer_outage(pg: PrivatePostgres, spool_dir: Path, outage_s: float, f
     await writer.start()
     forwarder = Forwarder(
         writer.deliver_to_db,
-        Spool.open(spool_dir, fsync=fsync),
+        Spool.open(spool_dir, fsync=fsync),  # type: ignore[arg-type]
         BatchCodec(),
         retry_min_s=0.05,
-        retry_max_s=0.5,  # type: ignore[arg-type]
+        retry_max_s=0.5,
+        merge=merge_batches,
     )
     writer.deliver = forwarder.deliver
     await forwarder.start()
@@ -126,7 +127,7 @@ async def writer_outage(pg: PrivatePostgres, spool_dir: Path, outage_s: float, f
     lost, duplicated = report(f"PostgreSQL stopped {outage_s:.0f} s under the store writer", sent, stored)
     print(
         f"  batches spooled={forwarder.stats.spooled} (during the outage {spooled}) drained={forwarder.stats.drained}"
-        f" retries={forwarder.stats.retries} writer errors={writer.stats.errors}"
+        f" in {forwarder.stats.units} deliveries, retries={forwarder.stats.retries}"
     )
     assert spooled > 0
     assert lost == 0

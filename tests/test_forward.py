@@ -144,7 +144,7 @@ async def test_full_spool_blocks_the_producer_until_the_database_returns(
     sent: list[int] = []
     stop = asyncio.Event()
     producer = asyncio.create_task(produce(forwarder, stop, sent))
-    await until(lambda: not forwarder.spool.fits(200), what="the spool to fill")
+    await until(lambda: forwarder.blocked, what="the producer to block on a full spool")
     stuck_at = len(sent)
     await asyncio.sleep(0.3)  # the producer is blocked: a bounded wait, the assertion is not on timing
     assert len(sent) == stuck_at, "with when_full=block the producer waits instead of losing batches"
@@ -170,7 +170,7 @@ async def test_spool_left_by_a_previous_run_is_drained_on_start(
     await sink.create()
     with Spool.open(tmp_path / "spool") as spool:
         for b in range(30):
-            spool.append(JsonIds().encode(list(range(b * 5, b * 5 + 5))))
+            spool.append(b"\x00" + JsonIds().encode(list(range(b * 5, b * 5 + 5))))  # a forwarder record
         spool.append(b"\xff not json")  # a record the codec rejects: skipped and counted, never a crash
     forwarder = Forwarder(sink.deliver, Spool.open(tmp_path / "spool"), JsonIds())
     assert forwarder.spooling
@@ -196,8 +196,8 @@ async def test_permanent_errors_propagate_directly_and_go_to_on_permanent_when_s
         await conn.executemany("INSERT INTO strict VALUES ($1)", [(x,) for x in batch])
 
     with Spool.open(tmp_path / "spool") as spool:
-        spool.append(json.dumps([-1]).encode())
-        spool.append(json.dumps([5]).encode())
+        spool.append(b"\x00" + json.dumps([-1]).encode())
+        spool.append(b"\x00" + json.dumps([5]).encode())
     rejected: list[tuple[list[int], str]] = []
 
     async def on_permanent(batch: list[int], exc: BaseException) -> None:
@@ -255,3 +255,39 @@ def test_open_spool_follows_the_configuration(tmp_path: Path) -> None:
             )
             assert spool.segment_bytes <= max_bytes
             spool.append(b"x")
+
+
+async def test_merged_drain_splits_a_failing_unit_to_find_the_bad_batch(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(database_dsn)
+    await conn.execute("CREATE TABLE strict (x int CHECK (x >= 0))")
+    units: list[int] = []
+
+    async def deliver(batch: list[int]) -> None:
+        units.append(len(batch))
+        async with conn.transaction():
+            await conn.executemany("INSERT INTO strict VALUES ($1)", [(x,) for x in batch])
+
+    with Spool.open(tmp_path / "spool") as spool:
+        for batch in ([1, 2], [3], [-1], [4, 5], [6]):
+            spool.append(b"\x00" + json.dumps(batch).encode())
+    rejected: list[list[int]] = []
+
+    async def on_permanent(batch: list[int], exc: BaseException) -> None:
+        rejected.append(batch)
+
+    forwarder = Forwarder(
+        deliver,
+        Spool.open(tmp_path / "spool"),
+        JsonIds(),
+        on_permanent=on_permanent,
+        merge=lambda batches: [x for b in batches for x in b],
+    )
+    await forwarder.start()
+    assert await forwarder.wait_drained(30)
+    await forwarder.close()
+    assert rejected == [[-1]]
+    assert sorted(r["x"] for r in await conn.fetch("SELECT x FROM strict")) == [1, 2, 3, 4, 5, 6]
+    assert units[0] == 7, "first one merged unit of everything"
+    await conn.close()

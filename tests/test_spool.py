@@ -261,3 +261,20 @@ def test_tokens_are_stable_per_spool_and_differ_between_spools(tmp_path: Path) -
     (tmp_path / "a" / "state.json").unlink()
     with Spool.open(tmp_path / "a") as renamed:
         assert renamed.token(5) != first, "a spool whose state was lost gets a new name"
+
+
+def test_inflight_unit_is_persisted_until_acknowledged(tmp_path: Path) -> None:
+    with Spool.open(tmp_path) as spool:
+        for p in payloads(6):
+            spool.append(p)
+        spool.begin(1, 4)
+        with pytest.raises(ValueError):
+            spool.begin(3, 9)
+    with Spool.open(tmp_path) as spool:
+        assert spool.inflight == (1, 4), "a crash keeps the unit's bounds"
+        assert [r.seq for r in spool.read(10, upto_seq=4)] == [1, 2, 3, 4]
+        assert spool.token(1, 4) != spool.token(1, 3)
+        spool.ack(4)
+        assert spool.inflight is None
+    with Spool.open(tmp_path) as spool:
+        assert spool.inflight is None and spool.pending_count() == 2

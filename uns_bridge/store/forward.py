@@ -31,11 +31,14 @@ import contextlib
 import inspect
 import logging
 import random
+import secrets
+import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Generic, Protocol, TypeVar
 
 from uns_bridge.config import SpoolConfig
+from uns_bridge.store.batch import Batch
 from uns_bridge.store.spool import Record, RecordTooLarge, Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,8 @@ class ForwardStats:
     direct: int = 0
     spooled: int = 0
     drained: int = 0
+    #: deliveries the drain made (several spooled batches merged into one when a ``merge`` is given)
+    units: int = 0
     #: failed drain attempts (each followed by a backoff)
     retries: int = 0
     #: spooled batches that failed permanently and went to ``on_permanent``
@@ -119,6 +124,10 @@ class Forwarder(Generic[B]):
         on_permanent: Callable[[B, BaseException], Awaitable[None]] | None = None,
         retry_min_s: float = 0.2,
         retry_max_s: float = 10.0,
+        merge: Callable[[list[B]], B] | None = None,
+        direct_tokens: bool = False,
+        drain_records: int = 64,
+        drain_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self._deliver = deliver
         self._takes_token = _accepts_token(deliver)
@@ -128,6 +137,12 @@ class Forwarder(Generic[B]):
         self._on_permanent = on_permanent
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        self._merge = merge
+        self._direct_tokens = direct_tokens
+        self.drain_records = drain_records
+        self.drain_bytes = drain_bytes
+        self._split_until = 0
+        self._blocked = 0
         self.stats = ForwardStats()
         self._spooling = not spool.is_empty()
         self._lock = asyncio.Lock()  # serialises spool calls (the spool is not thread-safe)
@@ -145,6 +160,11 @@ class Forwarder(Generic[B]):
         return self._spooling
 
     @property
+    def blocked(self) -> bool:
+        """True while a :meth:`deliver` waits for room in a full spool (policy ``block``)."""
+        return self._blocked > 0
+
+    @property
     def pending(self) -> int:
         return self.spool.pending_count()
 
@@ -156,9 +176,11 @@ class Forwarder(Generic[B]):
 
     async def deliver(self, batch: B) -> None:
         """Deliver ``batch`` now, or spool it; returns when it is committed or safely on disk."""
+        token: int | None = None
         if not self._spooling:
+            token = secrets.randbits(63) if self._direct_tokens else None
             try:
-                await self._call(batch, None)
+                await self._call(batch, token)
             except Exception as exc:
                 if not self._transient(exc):
                     raise
@@ -168,7 +190,7 @@ class Forwarder(Generic[B]):
             else:
                 self.stats.direct += 1
                 return
-        await self._append(batch)
+        await self._append(batch, token)
         self._ensure_drain()
 
     async def wait_drained(self, timeout: float | None = None) -> bool:
@@ -208,8 +230,11 @@ class Forwarder(Generic[B]):
             log.warning("database unavailable during %s (%s); spooling batches", where, text)
         self.stats.last_error = text
 
-    async def _append(self, batch: B) -> None:
-        data = self.codec.encode(batch)
+    async def _append(self, batch: B, token: int | None = None) -> None:
+        # a batch whose direct attempt failed may still have committed (a connection lost during COMMIT):
+        # it keeps the token of that attempt, so delivering it again is recognised
+        data = _TOKENED + _TOKEN.pack(token) if token is not None else _PLAIN
+        data += self.codec.encode(batch)
         loop = asyncio.get_running_loop()
         started: float | None = None
         while True:
@@ -241,7 +266,11 @@ class Forwarder(Generic[B]):
                     "spool full (%d bytes); waiting for the drain to free room", self.spool.size_bytes
                 )
             self._ensure_drain()
-            await self._room.wait()
+            self._blocked += 1
+            try:
+                await self._room.wait()
+            finally:
+                self._blocked -= 1
 
     def _ensure_drain(self) -> None:
         if self._closing:
@@ -267,7 +296,7 @@ class Forwarder(Generic[B]):
         delay = self.retry_min_s
         while not self._closing:
             async with self._lock:
-                records = await asyncio.to_thread(self.spool.read, 1)
+                records = await asyncio.to_thread(self._next_unit)
                 if not records and self.spool.is_empty():
                     self._spooling = False
                     self._drained.set()
@@ -279,13 +308,15 @@ class Forwarder(Generic[B]):
                     self.spool.rewind()
                 await asyncio.sleep(0.01)
                 continue
-            record = records[0]
-            batch = self._decode(record)
-            if batch is None:
-                await self._ack(record)
+            first, last = self.spool.inflight or (records[0].seq, records[-1].seq)
+            batches = [b for b in (self._decode(r) for r in records) if b is not None]
+            if not batches:
+                await self._ack(last)
                 continue
+            unit = batches[0] if len(batches) == 1 or self._merge is None else self._merge(batches)
+            own = _unframe(records[0].payload)[0] if len(records) == 1 else None
             try:
-                await self._call(batch, self.spool.token(record.seq))
+                await self._call(unit, own if own is not None else self.spool.token(first, last))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -297,17 +328,60 @@ class Forwarder(Generic[B]):
                     await self._backoff(delay)
                     delay = min(self.retry_max_s, delay * 2)
                     continue
-                self.stats.permanent += 1
-                log.error("spooled batch %d failed permanently (%s: %s)", record.seq, type(exc).__name__, exc)
-                if self._on_permanent is not None:
-                    try:
-                        await self._on_permanent(batch, exc)
-                    except Exception:
-                        log.exception("on_permanent failed for spooled batch %d; it is dropped", record.seq)
+                if len(records) > 1:  # find the culprit: the same records again, one by one
+                    log.warning(
+                        "a unit of %d spooled batches failed permanently (%s); retrying them one by one",
+                        len(records),
+                        exc,
+                    )
+                    self._split_until = last
+                    async with self._lock:
+                        self.spool.rewind()
+                    continue
+                await self._permanent(unit, exc, first)
             else:
-                self.stats.drained += 1
+                self.stats.drained += len(batches)
+                self.stats.units += 1
                 delay = self.retry_min_s
-            await self._ack(record)
+            await self._ack(last)
+
+    def _next_unit(self) -> list[Record]:
+        """The records of the next delivery unit (worker thread, under the lock).
+
+        A unit an earlier run began (``spool.inflight``) is read again exactly. Otherwise up to
+        ``drain_records`` / ``drain_bytes`` records, or single records while a failed unit is retried one
+        by one; every unit that a crash could otherwise regroup is persisted with ``spool.begin``.
+        """
+        if self._split_until > self.spool.acked:
+            records = self.spool.read(1, upto_seq=self._split_until)
+            if records:
+                self.spool.begin(records[0].seq, records[0].seq)
+                return records
+            self._split_until = 0
+        if self.spool.inflight is not None:
+            first, last = self.spool.inflight
+            return self.spool.read(last - first + 1, upto_seq=last)
+        if self._merge is None:
+            return self.spool.read(1)
+        records = self.spool.read(self.drain_records, self.drain_bytes)
+        # a record with a token of its own goes alone (its token must stay the one it was tried with)
+        cut = next((i for i, r in enumerate(records) if r.payload[:1] == _TOKENED), None)
+        if cut is not None:
+            records = records[: max(cut, 1)]
+            self.spool.rewind()
+            self.spool.read(len(records))  # put the cursor right after the records we keep
+        if len(records) > 1:
+            self.spool.begin(records[0].seq, records[-1].seq)
+        return records
+
+    async def _permanent(self, batch: B, exc: BaseException, seq: int) -> None:
+        self.stats.permanent += 1
+        log.error("spooled batch %d failed permanently (%s: %s)", seq, type(exc).__name__, exc)
+        if self._on_permanent is not None:
+            try:
+                await self._on_permanent(batch, exc)
+            except Exception:
+                log.exception("on_permanent failed for spooled batch %d; it is dropped", seq)
 
     async def _backoff(self, delay: float) -> None:
         # new batches arriving do not shorten the wait: the database is what we wait for
@@ -315,7 +389,7 @@ class Forwarder(Generic[B]):
 
     def _decode(self, record: Record) -> B | None:
         try:
-            return self.codec.decode(record.payload)
+            return self.codec.decode(_unframe(record.payload)[1])
         except Exception as exc:
             self.stats.undecodable += 1
             log.error(
@@ -323,10 +397,24 @@ class Forwarder(Generic[B]):
             )
             return None
 
-    async def _ack(self, record: Record) -> None:
+    async def _ack(self, seq: int) -> None:
         async with self._lock:
-            await asyncio.to_thread(self.spool.ack, record.seq)
+            await asyncio.to_thread(self.spool.ack, seq)
         self._room.set()
+
+
+_PLAIN = b"\x00"
+_TOKENED = b"\x01"
+_TOKEN = struct.Struct(">q")
+
+
+def _unframe(data: bytes) -> tuple[int | None, bytes]:
+    """(own token or None, codec bytes) of a spool record written by :class:`Forwarder`."""
+    if data[:1] == _TOKENED and len(data) >= 1 + _TOKEN.size:
+        return _TOKEN.unpack_from(data, 1)[0], data[1 + _TOKEN.size :]
+    if data[:1] == _PLAIN:
+        return None, data[1:]
+    raise ValueError("not a forwarder spool record")
 
 
 def _accepts_token(deliver: Callable[..., object]) -> bool:
@@ -347,3 +435,20 @@ def open_spool(config: SpoolConfig) -> Spool:
         fsync=config.fsync,
         when_full=config.when_full,
     )
+
+
+BATCH_FIELDS = tuple(f.name for f in fields(Batch))
+
+
+def merge_batches(batches: list[Batch]) -> Batch:
+    """The store writer's batches as one (rows concatenated per kind, in order).
+
+    Safe for :meth:`StoreWriter.deliver_to_db`: catalog rows are per-row upserts, current values are
+    reduced to the newest per metric in SQL, lifecycle and stale rows tolerate repeats.
+    """
+    merged = Batch()
+    for name in BATCH_FIELDS:
+        rows: list[tuple[object, ...]] = getattr(merged, name)
+        for batch in batches:
+            rows.extend(getattr(batch, name))
+    return merged

@@ -262,6 +262,8 @@ class Spool:
         self.acked = 0
         #: this spool's random name (persisted); see :meth:`token`
         self.spool_id = ""
+        #: records being delivered as one unit when the last run stopped (persisted); see :meth:`begin`
+        self.inflight: tuple[int, int] | None = None
         self._segments: list[_Segment] = []
         self._next_seq = 1
         self._fd: int | None = None
@@ -390,6 +392,14 @@ class Spool:
             return
         self.acked = acked
         self.dropped = dropped
+        inflight = state.get("inflight")
+        if (
+            isinstance(inflight, list)
+            and len(inflight) == 2
+            and all(isinstance(v, int) for v in inflight)
+            and acked < inflight[0] <= inflight[1]
+        ):
+            self.inflight = (inflight[0], inflight[1])
         spool_id = state.get("id")
         if isinstance(spool_id, str) and re.fullmatch(r"[0-9a-f]{16}", spool_id):
             self.spool_id = spool_id
@@ -497,6 +507,8 @@ class Spool:
             lost = oldest.count_after(self.acked)
             self.dropped += lost
             self.acked = max(self.acked, oldest.last_seq)
+            if self.inflight is not None and self.inflight[0] <= self.acked:
+                self.inflight = None
             log.warning("spool full: dropped %d oldest records (segment %s)", lost, oldest.path.name)
         if len(doomed) == len(self._segments):
             self._close_active()
@@ -507,11 +519,14 @@ class Spool:
         self._cursor = None
 
     # ---------------------------------------------------------------------------------------- reading
-    def read(self, max_records: int = 1, max_bytes: int | None = None) -> list[Record]:
+    def read(
+        self, max_records: int = 1, max_bytes: int | None = None, upto_seq: int | None = None
+    ) -> list[Record]:
         """The next unacknowledged records after the read cursor, oldest first (at least one if any).
 
-        Reads do not acknowledge: call :meth:`ack` after the records are committed, or :meth:`rewind` to
-        read them again after a failed delivery.
+        At most ``max_records``, ``max_bytes`` of payload (but always one record when any is there) and no
+        record after ``upto_seq``. Reads do not acknowledge: call :meth:`ack` after the records are
+        committed, or :meth:`rewind` to read them again after a failed delivery.
         """
         self._check_open()
         out: list[Record] = []
@@ -531,6 +546,8 @@ class Spool:
                 offset = self._resync(segment, offset)
                 continue
             seq, payload, end = found
+            if upto_seq is not None and seq > upto_seq:
+                break
             if seq > self.acked and seq > self._read_seq:
                 if out and max_bytes is not None and total + len(payload) > max_bytes:
                     break
@@ -541,10 +558,27 @@ class Spool:
         self._cursor = (index, offset)
         return out
 
-    def token(self, seq: int) -> int:
-        """A signed 64-bit delivery token for record ``seq`` of this spool (for idempotent delivery)."""
-        digest = hashlib.blake2b(f"{self.spool_id}:{seq}".encode(), digest_size=8).digest()
+    def token(self, first: int, last: int | None = None) -> int:
+        """A signed 64-bit delivery token for records ``first..last`` of this spool (idempotent delivery)."""
+        last = first if last is None else last
+        text = f"{self.spool_id}:{first}" if last == first else f"{self.spool_id}:{first}-{last}"
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little", signed=True)
+
+    def begin(self, first: int, last: int) -> None:
+        """Persist that records ``first..last`` are being delivered as one unit (see :attr:`inflight`).
+
+        After a crash the next run finds the range in :attr:`inflight` and must deliver exactly that
+        range again (with the same :meth:`token`), so a unit committed just before the crash is
+        recognised instead of being regrouped and written twice.
+        """
+        self._check_open()
+        if not (self.acked < first <= last < self._next_seq):
+            raise ValueError(
+                f"cannot begin spool records {first}..{last} (acked {self.acked}, next {self._next_seq})"
+            )
+        self.inflight = (first, last)
+        self._write_state()
 
     def rewind(self) -> None:
         """Read again from the oldest unacknowledged record."""
@@ -559,6 +593,8 @@ class Spool:
         if seq >= self._next_seq:
             raise ValueError(f"cannot acknowledge spool record {seq}: the newest is {self._next_seq - 1}")
         self.acked = seq
+        if self.inflight is not None and self.inflight[1] <= seq:
+            self.inflight = None
         self._write_state()
         self._delete_acked_segments()
 
@@ -641,7 +677,14 @@ class Spool:
     def _write_state(self) -> None:
         path = self.directory / STATE_FILE
         tmp = self.directory / f"{STATE_FILE}.tmp{os.getpid()}"
-        state = {"version": 1, "id": self.spool_id, "acked": self.acked, "dropped": self.dropped}
+        state: dict[str, object] = {
+            "version": 1,
+            "id": self.spool_id,
+            "acked": self.acked,
+            "dropped": self.dropped,
+        }
+        if self.inflight is not None:
+            state["inflight"] = list(self.inflight)
         data = json.dumps(state).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
