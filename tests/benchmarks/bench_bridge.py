@@ -58,7 +58,6 @@ _PUBLISHER = textwrap.dedent(
 def _payloads(directory: Path, metrics: int) -> list[Path]:
     """NBIRTH, DBIRTH (``metrics`` Doubles) and 256 DDATA payloads (seq 2.. wrapping), our codec."""
     from uns_bridge.sparkplug.payload import encode_payload
-
     from uns_bridge.sparkplug.values import Metric, Payload
 
     now = int(time.time() * 1000)
@@ -71,7 +70,7 @@ def _payloads(directory: Path, metrics: int) -> list[Path]:
     data = [
         Payload(
             now + k,
-            tuple(Metric(None, i + 1, now + k, None, float(k + i)) for i in range(metrics)),
+            tuple(Metric(None, i + 1, now + k, 10, float(k + i)) for i in range(metrics)),
             (k + 2) % 256,
         )
         for k in range(256)
@@ -79,7 +78,7 @@ def _payloads(directory: Path, metrics: int) -> list[Path]:
     paths = []
     for index, payload in enumerate(births + data):
         path = directory / f"p{index}.bin"
-        path.write_bytes(encode_payload(payload))
+        path.write_bytes(encode_payload(payload, omit_alias_datatypes=True))
         paths.append(path)
     return paths
 
@@ -97,20 +96,20 @@ async def _bare_receive(group: str, count: int, payloads: list[Path]) -> float:
         publisher = _publisher(group, count, payloads)
         seen = 0
         cpu = time.process_time()
-        async for _ in client.messages:
-            seen += 1
-            if seen == count + 2:
-                break
+        async with asyncio.timeout(120):
+            async for _ in client.messages:
+                seen += 1
+                if seen == count + 2:
+                    break
         cpu = time.process_time() - cpu
         publisher.wait(60)
     return cpu / seen
 
 
-async def _bridge_receive(group: str, count: int, payloads: list[Path]) -> tuple[float, float]:
-    """(CPU seconds per message, wall seconds) of the session + pipeline + UNS sink (publishing off)."""
-    from uns_bridge.host.host import Host, HostConfig
-
+async def _bridge_receive(group: str, count: int, payloads: list[Path]) -> tuple[float, float, int]:
+    """(CPU seconds per message, wall seconds, messages the broker dropped) of session + pipeline + sink."""
     from uns_bridge.config import MqttConfig, NamespaceConfig, UnsConfig
+    from uns_bridge.host.host import Host, HostConfig
     from uns_bridge.mqtt import HostSession
     from uns_bridge.namespace import Namespace
     from uns_bridge.pipeline import Pipeline
@@ -140,23 +139,28 @@ async def _bridge_receive(group: str, count: int, payloads: list[Path]) -> tuple
     publisher = _publisher(group, count, payloads)
     start_messages = pipeline.metrics.messages
     cpu, wall = time.process_time(), time.perf_counter()
+    last, last_change = start_messages, time.perf_counter()
+    # until everything arrived, or the publisher is done and nothing came for a second: a broker drops
+    # QoS 1 messages beyond its per-client queue (Mosquitto: max_queued_messages) when we fall behind
     while pipeline.metrics.messages < start_messages + count + 2:
         await asyncio.sleep(0.005)
-        if publisher.poll() not in (None, 0):
-            raise RuntimeError("publisher failed")
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if pipeline.metrics.messages != last:
+            last, last_change = pipeline.metrics.messages, time.perf_counter()
+        elif publisher.poll() is not None and time.perf_counter() - last_change > 1.0:
+            break
+    received = pipeline.metrics.messages - start_messages
+    cpu, wall = time.process_time() - cpu, last_change - wall
     publisher.wait(60)
     await session.stop()
     await task
     await sink.close()
-    return cpu / (count + 2), wall
+    return cpu / received, wall, count + 2 - received
 
 
 async def _feed_only(count: int, metrics: int) -> float:
     """Seconds per message of Pipeline.feed with the same payloads, no MQTT."""
-    from uns_bridge.host.host import Host, HostConfig
-
     from uns_bridge.config import NamespaceConfig, UnsConfig
+    from uns_bridge.host.host import Host, HostConfig
     from uns_bridge.namespace import Namespace
     from uns_bridge.pipeline import Pipeline
     from uns_bridge.placement import Placer
@@ -255,7 +259,7 @@ def run(quick: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         payloads = _payloads(Path(tmp), metrics)
         bare = asyncio.run(_bare_receive(f"Bare{uuid.uuid4().hex[:6]}", count, payloads))
-        cpu, wall = asyncio.run(_bridge_receive(f"Bench{uuid.uuid4().hex[:6]}", count, payloads))
+        cpu, wall, dropped = asyncio.run(_bridge_receive(f"Bench{uuid.uuid4().hex[:6]}", count, payloads))
     figures.append(
         Figure(
             SUITE,
@@ -264,7 +268,7 @@ def run(quick: bool) -> list[Figure]:
             "µs/msg",
             ceiling=bare * 1e6,
             ceiling_name="bare aiomqtt subscriber",
-            note=f"lower is better; {count / wall:,.0f} msg/s wall, publisher-bound",
+            note=f"lower is better; {(count - dropped) / wall:,.0f} msg/s wall; {dropped} dropped by the broker",
         )
     )
     uns_count = 5_000 if quick else 50_000

@@ -32,7 +32,7 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("amqtt", "transitions", "asyncio"):
+    for noisy in ("amqtt", "transitions", "asyncio", "pgserver"):
         if level.upper() != "DEBUG":
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
