@@ -66,9 +66,7 @@ async def _serve(config: Config, stop: asyncio.Event, extra: Extra | None) -> in
     report = await migrate(dsn, config.database)
     log.info("database ready: %s", report)
     placer = Placer(Namespace.from_config(config.namespace), prefix=config.uns.prefix)
-    # one delivery task: with two, a batch can commit before the batch that created its catalog rows
-    # (asset/device foreign keys); see the report to the store writer's owner
-    writer = StoreWriter(dsn, config.database, placer, concurrency=1)
+    writer = StoreWriter(dsn, config.database, placer)
     forwarder = _spool(config, writer)
     await writer.start()
     if forwarder is not None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -222,7 +223,14 @@ class StoreWriter:
         self._batch_started = 0.0
         self._current: dict[int, tuple[Any, ...]] = {}
         self._current_at = 0.0
-        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, Batch] | None] = asyncio.Queue()
+        # Delivery order across concurrent workers: a batch carrying catalog rows (assets, nodes,
+        # devices, metrics) commits alone and after every earlier batch, and no later batch starts
+        # before it commits (later samples reference its rows). Plain sample batches run in parallel.
+        self._sealed = 0
+        self._unfinished: set[int] = set()
+        self._unfinished_catalog: set[int] = set()
+        self._order = asyncio.Condition()
         self._queued_rows = 0
         self._in_flight = 0
         self._space = asyncio.Condition()
@@ -518,7 +526,16 @@ class StoreWriter:
         self._queued_rows += rows
         self.stats.queue_depth = self._queued_rows
         self._idle.clear()
-        self._queue.put_nowait(batch)
+        self._sealed += 1
+        self._unfinished.add(self._sealed)
+        if batch.assets or batch.nodes or batch.devices or batch.metrics:
+            self._unfinished_catalog.add(self._sealed)
+        self._queue.put_nowait((self._sealed, batch))
+
+    def _may_start(self, number: int) -> bool:
+        if number in self._unfinished_catalog:
+            return min(self._unfinished) == number
+        return not any(c < number for c in self._unfinished_catalog)
 
     async def _age_timer(self) -> None:
         age = self.settings.flush_ms / 1000
@@ -535,13 +552,20 @@ class StoreWriter:
 
     async def _worker(self) -> None:
         while True:
-            batch = await self._queue.get()
-            if batch is None:
+            item = await self._queue.get()
+            if item is None:
                 return
+            number, batch = item
             self._in_flight += 1
             try:
+                async with self._order:
+                    await self._order.wait_for(functools.partial(self._may_start, number))
                 await self._deliver_retrying(batch)
             finally:
+                async with self._order:
+                    self._unfinished.discard(number)
+                    self._unfinished_catalog.discard(number)
+                    self._order.notify_all()
                 self._in_flight -= 1
                 self._queued_rows -= len(batch)
                 self.stats.queue_depth = self._queued_rows + len(self._batch)
