@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiomqtt
@@ -69,3 +72,25 @@ async def test_embedded_postgres_when_no_database_is_configured(tmp_path: Path) 
             assert await connection.fetchval("SELECT 1") == 1
         finally:
             await connection.close()
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    """`run` against a database that does not answer exits 1 and says what to do, never printing a secret."""
+    env = {
+        **os.environ,
+        "UNS_DATABASE_URL": "postgresql://svc:hunter2@127.0.0.1:1/uns",
+        "UNS_MQTT_URL": "mqtt://127.0.0.1:1",
+        "UNS_HTTP_ENABLED": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "uns_bridge", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "cannot use the database at postgresql://svc:***@127.0.0.1:1/uns" in output
+    assert "UNS_DATABASE_URL" in output and "hunter2" not in output

@@ -22,6 +22,9 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
 
 from uns_bridge.config import Config
 from uns_bridge.defaults import embedded_defaults
@@ -38,6 +41,20 @@ from uns_bridge.uns.publisher import UnsPublisher
 from uns_bridge.uns.sink import UnsSink
 
 log = logging.getLogger("uns_bridge")
+
+
+class DatabaseUnavailable(OSError):
+    """The configured PostgreSQL cannot be reached or used at start; the message says what to do."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
 
 #: called with the ready configuration once the bridge is connected (``run --demo`` starts its fleet)
 Extra = Callable[[Config, asyncio.Event], Coroutine[Any, Any, None]]
@@ -63,7 +80,13 @@ async def run_bridge(config: Config, *, extra: Extra | None = None, stop: asynci
 async def _serve(config: Config, stop: asyncio.Event, extra: Extra | None) -> int:
     dsn = config.database.url
     assert dsn is not None and config.mqtt.url is not None
-    report = await migrate(dsn, config.database)
+    try:
+        report = await migrate(dsn, config.database)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot use the database at {redact_dsn(dsn)}: {type(exc).__name__}: {exc}. Start PostgreSQL or "
+            "point UNS_DATABASE_URL / [database] url at a reachable one (leave both unset for the embedded one)"
+        ) from None
     log.info("database ready: %s", report)
     placer = Placer(Namespace.from_config(config.namespace), prefix=config.uns.prefix)
     writer = StoreWriter(dsn, config.database, placer)
