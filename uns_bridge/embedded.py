@@ -89,6 +89,10 @@ class EmbeddedPostgres:
     """A pgserver PostgreSQL whose data lives in ``data_dir``; stopped by :meth:`stop` or at exit."""
 
     def __init__(self, data_dir: Path) -> None:
+        import warnings
+
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
