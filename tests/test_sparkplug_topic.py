@@ -88,6 +88,8 @@ def test_any_valid_ids_round_trip(group: str, node: str, device: str, message_ty
 @given(st.one_of(st.text(max_size=60), st.binary(max_size=60)))
 def test_arbitrary_input_raises_only_topic_error(data: str | bytes) -> None:
     try:
-        parse_topic(data)
-    except TopicError:
-        pass
+        topic = parse_topic(data)
+    except TopicError as exc:
+        assert str(exc)  # a reason, never an empty message
+    else:
+        assert parse_topic(str(topic)) == topic
