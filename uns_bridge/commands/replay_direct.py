@@ -38,8 +38,10 @@ def direct_command(
         return EXIT_FAILED
     dsn = database or config.database.url or os.environ.get("UNS_DATABASE_URL")
     if not dsn:
+        # the backslash keeps rich from reading "[database]" as a style tag (it printed "... or  url")
         console.print(
-            "[red]replay --direct needs a database:[/] --database URL, UNS_DATABASE_URL or [database] url"
+            "[red]replay --direct needs a database:[/] --database URL, UNS_DATABASE_URL "
+            "or \\[database] url in the config file"
         )
         return EXIT_FAILED
     try:
