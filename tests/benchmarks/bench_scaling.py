@@ -146,6 +146,21 @@ def markdown(results: list[Result], quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+BEGIN, END = "<!-- scaling:begin (written by tests/benchmarks/bench_scaling.py) -->", "<!-- scaling:end -->"
+
+
+def _update_readme(table: str) -> None:
+    """Put the fresh table between the markers of the README's performance section."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return
+    README.write_text(text[: start + len(BEGIN)] + "\n" + table + text[end:])
+
+
 def run(quick: bool) -> list[Figure]:
     try:
         results = asyncio.run(_measure(quick))
@@ -153,7 +168,9 @@ def run(quick: bool) -> list[Figure]:
         reason = " | ".join(dict.fromkeys(str(exc).splitlines()[:1] + str(exc).splitlines()[-2:]))
         return [Figure(SUITE, "bridge could not be measured", math.nan, "metrics/s", note=reason)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(markdown(results, quick))
+    table = markdown(results, quick)
+    OUT.write_text(table)
+    _update_readme(table)
     figures = []
     for r in results:
         name = f"{r.row.nodes:,} nodes x {r.row.metrics_per_node:,} metrics"
