@@ -120,3 +120,28 @@ async def test_replay_into_compressed_chunk_stores_once(timescale_dsn: str, grou
             )
         finally:
             await conn.close()
+
+
+async def test_aggregates_setting_toggles_continuous_aggregate(timescale_dsn: str) -> None:
+    """Turning ``aggregates`` off drops uns.sample_1m and its refresh job; on again brings both back."""
+
+    async def state() -> tuple[bool, int]:
+        conn = await asyncpg.connect(timescale_dsn)
+        try:
+            view = await conn.fetchval("SELECT to_regclass('uns.sample_1m')") is not None
+            refresh = await conn.fetchval(
+                "SELECT count(*) FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            )
+            return view, int(refresh)
+        finally:
+            await conn.close()
+
+    for aggregates, expected in (
+        (True, (True, 1)),
+        (False, (False, 0)),
+        (True, (True, 1)),
+        (True, (True, 1)),
+    ):
+        await migrate(timescale_dsn, settings(timescaledb="on", aggregates=aggregates))
+        assert await state() == expected, f"aggregates={aggregates}"
