@@ -10,6 +10,7 @@ had in flight for the killed bridge is gone: the test reports that number as ``l
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 import uuid
@@ -32,6 +33,11 @@ def run_dir(tmp: Path, n: int) -> Path:
     path = tmp / f"run{n}"
     path.mkdir()
     return path
+
+
+def reborn(load: Load, births: list[int]) -> bool:
+    """Every node has birthed since it had ``births`` births."""
+    return all(len(e.birth_marks) > b for e, b in zip(load.edges, births, strict=True))
 
 
 def online_since(recorder: Recorder, topic: str, since: float) -> bool:
@@ -67,14 +73,12 @@ async def kill_and_restart(
                 back = time.monotonic()
                 bridges.append(BridgeProcess(env, run_dir(tmp, len(bridges))))
                 await until(
-                    lambda back=back: online_since(recorder, state_topic, back),
+                    functools.partial(online_since, recorder, state_topic, back),
                     60,
                     "STATE online after restart",
                 )
                 await until(
-                    lambda births=births: all(
-                        len(e.birth_marks) > b for e, b in zip(load.edges, births, strict=True)
-                    ),
+                    functools.partial(reborn, load, births),
                     30,
                     "every node reborn for the new bridge",
                 )
