@@ -5,8 +5,7 @@ fields in number order (timestamp 1, metrics 2, seq 3), so the payload ends with
 every timestamp is the same 6-byte varint (any ms time between 1971 and 2109). A message is then
 ``ts.join(segments) + SEQ[seq]``: one C-level join, no encoder in the loop.
 
-The payload encoder is ``uns_bridge.sparkplug.payload.encode_payload`` when the codec is present,
-otherwise the protobuf classes shipped with ``pysparkplug`` (same wire format).
+The payload encoder is ``uns_bridge.sparkplug.payload.encode_payload``.
 """
 
 from __future__ import annotations
@@ -50,60 +49,18 @@ def ts_bytes(ms: int) -> bytes:
     return encoded
 
 
-def _pb2_encoder() -> Callable[[Payload], bytes]:
-    from pysparkplug._protobuf import sparkplug_b_pb2 as pb  # only when our codec is missing
-
-    def encode(payload: Payload) -> bytes:
-        msg = pb.Payload()  # type: ignore[attr-defined]
-        if payload.timestamp is not None:
-            msg.timestamp = payload.timestamp
-        for metric in payload.metrics:
-            out = msg.metrics.add()
-            if metric.name is not None:
-                out.name = metric.name
-            if metric.alias is not None:
-                out.alias = metric.alias
-            if metric.timestamp is not None:
-                out.timestamp = metric.timestamp
-            if metric.datatype is not None:
-                out.datatype = metric.datatype
-            value = metric.value
-            if isinstance(value, bool):
-                out.boolean_value = value
-            elif isinstance(value, int):
-                out.long_value = value & 0xFFFFFFFFFFFFFFFF
-            elif isinstance(value, float):
-                out.double_value = value
-            elif isinstance(value, str):
-                out.string_value = value
-            else:
-                raise TypeError(f"bench encoder: unsupported value {value!r}")
-        if payload.seq is not None:
-            msg.seq = payload.seq
-        data: bytes = msg.SerializeToString()
-        return data
-
-    return encode
-
-
 def payload_encoder() -> tuple[Callable[[Payload], bytes], str]:
-    """(encode, which) with ``which`` = "uns_bridge" or "pysparkplug-pb2"."""
-    try:
-        from uns_bridge.sparkplug.payload import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-            encode_payload,
-        )
-    except ImportError:
-        return _pb2_encoder(), "pysparkplug-pb2"
+    """(encode, which): the project's own encoder, named for the benchmark report."""
+    from uns_bridge.sparkplug.payload import encode_payload
+
     encoder: Callable[[Payload], bytes] = encode_payload
     return encoder, "uns_bridge"
 
 
 def parse_module() -> Any:
-    """A generated protobuf module with ``Payload`` for minimal parsers (ours when present)."""
-    try:
-        from uns_bridge.sparkplug import sparkplug_b_pb2
-    except ImportError:
-        from pysparkplug._protobuf import sparkplug_b_pb2
+    """The generated protobuf module with ``Payload``, for minimal parsers."""
+    from uns_bridge.sparkplug import sparkplug_b_pb2
+
     return sparkplug_b_pb2
 
 

@@ -553,6 +553,19 @@ class Host:
         effects.append(
             MetricsDefined(topic.group, topic.node, None, tuple(catalog.values()), when, tuple(birth_values))
         )
+        return self._birth_tail(effects, topic, payload, raw, now_ms, samples, problems)
+
+    def _birth_tail(
+        self,
+        effects: list[Effect],
+        topic: SparkplugTopic,
+        payload: Payload,
+        raw: bytes,
+        now_ms: int,
+        samples: list[Sample],
+        problems: list[str],
+    ) -> list[Effect]:
+        """What every birth ends with: its values, missing-timestamp reports, and its problems kept."""
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
         if payload.timestamp is None:
@@ -643,15 +656,7 @@ class Host:
                 node.group, node.node, topic.device, tuple(catalog.values()), when, tuple(birth_values)
             )
         )
-        if samples:
-            effects.append(Samples(tuple(samples), payload.seq))
-        if payload.timestamp is None:
-            effects.extend(_missing_timestamps(payload, topic, now_ms))
-        if problems:
-            effects.append(
-                self._dead(AnomalyKind.PROTOCOL, "; ".join(problems), now_ms, str(topic), topic, raw)
-            )
-        return effects
+        return self._birth_tail(effects, topic, payload, raw, now_ms, samples, problems)
 
     def _define(
         self,
