@@ -45,6 +45,7 @@ import functools
 import json
 import logging
 import math
+import operator
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,6 +92,7 @@ _I64_MAX = (1 << 63) - 1
 _pack_d = struct.Struct("<d").pack
 _unpack_q = struct.Struct("<q").unpack
 _encode = V.encode
+_first = operator.itemgetter(0)
 _HOUR_US = 3_600_000_000
 #: PostgreSQL's timestamptz range in µs since 2000 (4714-11-24 BC .. 294277-01-01)
 _PG_MIN_US = -211_813_488_000_000_000
@@ -671,15 +673,16 @@ class StoreWriter:
             await self._load_storage(conn)
         if self._storage != "native":
             return
-        lo = min(r[0] for r in rows)
-        hi = max(r[0] for r in rows)
+        times = list(map(_first, rows))  # C-level: this runs on every batch
+        lo = min(times)
+        hi = max(times)
         for plo, phi in self._partitions:
             if plo <= lo and hi < phi:
                 return
         covered = self._partitions
         hours = {
             t // _HOUR_US
-            for t in (r[0] for r in rows)
+            for t in times
             if _PG_MIN_US <= t < _PG_END_US and not any(plo <= t < phi for plo, phi in covered)
         }
         if not hours:

@@ -70,6 +70,8 @@ class UnsSink:
         self._renderer = contract.ValueRenderer()
         #: last live value per metric (for STALE republishing); per owner, the metrics of its birth
         self._last: dict[MetricInfo, Sample] = {}
+        #: UNS topic per metric (the placer's answer, cached here for the hot path)
+        self._topics: dict[MetricInfo, str] = {}
         self._owned: dict[tuple[str, str, str | None], tuple[MetricInfo, ...]] = {}
         self._room = asyncio.Event()
         self._work = asyncio.Event()
@@ -121,18 +123,27 @@ class UnsSink:
                 )
 
     async def _samples(self, effect: Samples) -> None:
-        pending, last, seq = self._pending, self._last, effect.seq
+        # the hot path: locals, one topic lookup in the sink's own cache, counters added once
+        pending, last, seq, topics = self._pending, self._last, effect.seq, self._topics
+        metric_topic = self.placer.metric_topic
+        limit = self.max_pending
+        values = coalesced = 0
         for sample in effect.samples:
-            if sample.is_historical:
+            if sample[4]:  # is_historical: the database's business only
                 continue
-            self.values_in += 1
-            last[sample.metric] = sample
-            topic = self.placer.metric_topic(sample.metric)
+            values += 1
+            info = sample[0]
+            last[info] = sample
+            topic = topics.get(info)
+            if topic is None:
+                topic = topics[info] = metric_topic(info)
             if topic in pending:
-                self.coalesced += 1
-            elif len(pending) >= self.max_pending and not await self._make_room():
+                coalesced += 1
+            elif len(pending) >= limit and not await self._make_room():
                 continue
             pending[topic] = (sample, seq)
+        self.values_in += values
+        self.coalesced += coalesced
         self._work.set()
 
     async def _stale(self, effect: MetricsStale) -> None:
@@ -156,6 +167,10 @@ class UnsSink:
         owner = (effect.group, effect.node, effect.device)
         for old in self._owned.get(owner, ()):
             self._last.pop(old, None)
+            self._topics.pop(old, None)
+        if effect.device is None:
+            # a node's birth may move its devices too (birth hints): ask the placer again for all
+            self._topics.clear()
         self._owned[owner] = effect.metrics
 
     async def _state(
