@@ -208,6 +208,48 @@ class Incoming:
     retain: bool
 
 
+class BufferedSocket:
+    """A socket whose ``recv`` is served from one large read.
+
+    paho reads a packet with one ``recv`` for its type byte, one per remaining-length byte and one for
+    the rest: three to five system calls per message, the largest single cost of receiving small
+    messages. Wrapped in this, one ``recv`` of up to :attr:`CHUNK` bytes feeds many packets.
+    :meth:`pending` counts the bytes held here (plus a TLS socket's own), so the reader keeps going
+    while buffered packets remain, which the selector cannot see. Everything else is the socket's.
+    """
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.send = sock.send
+        self._inner_pending = getattr(sock, "pending", None)
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            fresh: bytes = self.sock.recv(max(size, self.CHUNK))
+            if len(fresh) <= size:
+                return fresh
+            self._data, self._pos = fresh, size
+            return fresh[:size]
+        end = pos + size
+        if end >= len(data):
+            self._data, self._pos = b"", 0
+            return data[pos:] if pos else data
+        self._pos = end
+        return data[pos:end]
+
+    def pending(self) -> int:
+        held = len(self._data) - self._pos
+        return held + (self._inner_pending() if self._inner_pending is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
 class FlowClient(aiomqtt.Client):
     """An aiomqtt client with a bounded receive buffer that pauses socket reads when full.
 
@@ -231,6 +273,12 @@ class FlowClient(aiomqtt.Client):
         #: mid -> (topic, payload) of :meth:`publish_nowait` messages not yet acknowledged (QoS > 0) or written
         self.unacked: dict[int, tuple[str, bytes]] = {}
         self._acked = asyncio.Event()
+        # paho's dispatch walks its per-topic callback tree and takes two locks per message; we
+        # register no per-topic callbacks, so every message goes straight to our buffer
+        self._client._handle_on_message = self._dispatch_message
+
+    def _dispatch_message(self, message: paho.MQTTMessage) -> None:
+        self._on_message(self._client, None, message)
 
     # --- paho callbacks (all on the event loop thread except socket open during connect) ---
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -252,6 +300,10 @@ class FlowClient(aiomqtt.Client):
             self._acked.set()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho calls this right after creating the socket, before it writes CONNECT or reads anything
+        if not isinstance(sock, BufferedSocket):
+            client._sock = BufferedSocket(sock)
+
         def read() -> None:
             try:
                 # several packets per readiness event while they keep arriving and there is room
@@ -267,6 +319,11 @@ class FlowClient(aiomqtt.Client):
                         continue  # decrypted bytes waiting that the selector cannot see
                     if self._received == before:
                         break
+                else:
+                    buffered = getattr(client.socket(), "pending", None)
+                    if buffered is not None and buffered() > 0:
+                        # packets already read from the socket: the selector will not report them
+                        self._loop.call_soon(read)
             except Exception as exc:
                 self._mark_lost(exc)
                 if not self._disconnected.done():
