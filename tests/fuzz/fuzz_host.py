@@ -12,11 +12,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from uns_bridge.host import effects as fx
     from uns_bridge.host.host import Host, HostConfig
     from uns_bridge.sparkplug.payload import PayloadError, decode_payload
     from uns_bridge.sparkplug.topic import SparkplugTopic, TopicError, parse_topic
-
-    from uns_bridge.host import effects as fx
 
 TOPICS = [
     "spBv1.0/G/NBIRTH/E1",

@@ -13,7 +13,7 @@ PUBLISH queued in one event-loop turn with a single transport write and parses a
 bulk, for a few µs per message. It implements exactly the client side MQTT 3.1.1 needs for
 publishing: CONNECT/CONNACK (clean session, user name and password), PUBLISH at QoS 0, 1 and 2
 (PUBACK; PUBREC -> PUBREL -> PUBCOMP), PINGREQ/PINGRESP keepalive and DISCONNECT. It never
-subscribes; a PUBLISH from the broker is a protocol error. MQTT 5 connections keep using aiomqtt.
+subscribes; a PUBLISH the broker sends anyway is acknowledged and dropped. MQTT 5 connections keep using aiomqtt.
 
 Delivery bookkeeping matches what :class:`~uns_bridge.uns.publisher.UnsPublisher` expects:
 ``unacked`` maps packet ids to the ``(topic, payload)`` of QoS 1/2 messages not yet acknowledged, so
@@ -24,6 +24,7 @@ whatever a dropped connection left unacknowledged can be sent again; ``lost`` is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
@@ -132,13 +133,16 @@ class _Protocol(asyncio.Protocol):
 class PublishSession:
     """One publishing connection; see the module docstring. Build it with :meth:`open`."""
 
-    def __init__(self, keepalive_s: int) -> None:
+    def __init__(self, keepalive_s: int, max_inflight_qos2: int = 20) -> None:
         self.keepalive_s = keepalive_s
+        self.max_inflight_qos2 = max(1, max_inflight_qos2)
         #: packet id -> (topic, payload) of QoS 1/2 messages the broker has not acknowledged yet
         self.unacked: dict[int, tuple[str, bytes]] = {}
         self.lost = asyncio.Event()
         self.lost_reason: BaseException | None = None
         self.published = 0
+        #: PUBLISH packets the broker sent anyway (acknowledged and dropped)
+        self.unexpected_publishes = 0
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.WriteTransport | None = None
         self._inbox = bytearray()
@@ -151,6 +155,9 @@ class PublishSession:
         self._connack: asyncio.Future[int] = self._loop.create_future()
         self._ping_outstanding = False
         self._keepalive_task: asyncio.Task[None] | None = None
+        #: QoS 2 packet ids between PUBLISH and PUBCOMP, and QoS 2 packets queued behind them
+        self._qos2_in_flight: set[int] = set()
+        self._qos2_waiting: collections.deque[bytes] = collections.deque()
 
     # ---------------------------------------------------------------------------------- life cycle
     @classmethod
@@ -164,10 +171,17 @@ class PublishSession:
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        max_inflight_qos2: int = 20,
     ) -> PublishSession:
         """Connect, send CONNECT and wait for CONNACK; raises :class:`ConnectRefused`, ``OSError``
-        (refused, unreachable, TLS) or ``TimeoutError``."""
-        session = cls(keepalive_s)
+        (refused, unreachable, TLS) or ``TimeoutError``.
+
+        ``max_inflight_qos2`` caps the QoS 2 messages between PUBLISH and PUBCOMP; later ones wait
+        in order. MQTT 3.1.1 has no receive maximum to negotiate, and Mosquitto 2.0 silently drops
+        an incoming QoS 2 message beyond its ``max_inflight_messages`` (20 by default) while still
+        answering PUBREC, so the default matches that.
+        """
+        session = cls(keepalive_s, max_inflight_qos2)
         loop = session._loop
         try:
             async with asyncio.timeout(timeout):
@@ -228,10 +242,18 @@ class PublishSession:
             mid = self._mid()
             self.unacked[mid] = (topic, payload)
         try:
-            self._write(publish_packet(topic, payload, qos, retain, mid))
+            packet = publish_packet(topic, payload, qos, retain, mid)
         except ValueError:
             self.unacked.pop(mid, None)
             raise
+        if qos == 2:
+            if len(self._qos2_in_flight) >= self.max_inflight_qos2:
+                self._qos2_waiting.append(packet)
+            else:
+                self._qos2_in_flight.add(mid)
+                self._write(packet)
+        else:
+            self._write(packet)
         self.published += 1
 
     async def wait_unacked(self, at_most: int) -> None:
@@ -330,8 +352,12 @@ class PublishSession:
             if kind in (_PUBACK, _PUBCOMP):
                 if length != 2:
                     return self._protocol_error(f"acknowledgement of {length} bytes")
-                if unacked.pop((inbox[start] << 8) | inbox[start + 1], None) is not None:
+                mid = (inbox[start] << 8) | inbox[start + 1]
+                if unacked.pop(mid, None) is not None:
                     acked = True
+                if kind == _PUBCOMP and mid in self._qos2_in_flight:
+                    self._qos2_in_flight.discard(mid)
+                    self._release_qos2()
             elif kind == _PUBREC:
                 if length != 2:
                     return self._protocol_error(f"PUBREC of {length} bytes")
@@ -342,6 +368,13 @@ class PublishSession:
                 self._connack.set_result(inbox[start + 1])
             elif kind == _PINGRESP:
                 self._ping_outstanding = False
+            elif kind == _PUBLISH:
+                if not self._discard_publish(inbox[pos], inbox, start, end):
+                    return self._protocol_error("malformed PUBLISH")
+            elif kind == _PUBREL:
+                if length != 2:
+                    return self._protocol_error(f"PUBREL of {length} bytes")
+                self._write(bytes((_PUBCOMP, 2, inbox[start], inbox[start + 1])))
             else:
                 return self._protocol_error(f"unexpected packet type {kind >> 4}")
             pos = end
@@ -349,6 +382,40 @@ class PublishSession:
             del inbox[:pos]
         if acked:
             self._acked.set()
+
+    def _discard_publish(self, first: int, inbox: bytearray, start: int, end: int) -> bool:
+        """Acknowledge and drop a PUBLISH the broker should not have sent (this session never
+        subscribes; amqtt 0.12 has been seen to route other clients' deliveries here). False when
+        the packet is malformed."""
+        qos = (first >> 1) & 3
+        if end - start < 2 or qos == 3:
+            return False
+        at = start + 2 + ((inbox[start] << 8) | inbox[start + 1])
+        if qos and at + 2 > end:
+            return False
+        self.unexpected_publishes += 1
+        if self.unexpected_publishes == 1:
+            log.warning(
+                "the UNS broker sent a PUBLISH to the publish-only UNS session; acknowledged and dropped"
+            )
+        if qos:
+            self._write(bytes((_PUBACK if qos == 1 else _PUBREC, 2, inbox[at], inbox[at + 1])))
+        return True
+
+    def _release_qos2(self) -> None:
+        """Send queued QoS 2 packets while the in-flight window has room."""
+        waiting = self._qos2_waiting
+        while waiting and len(self._qos2_in_flight) < self.max_inflight_qos2:
+            packet = waiting.popleft()
+            # the packet id sits right after the topic: 1 fixed-header byte, the remaining length,
+            # then a 2-byte topic length and the topic
+            at = 1
+            while packet[at] & 0x80:
+                at += 1
+            at += 1
+            at += 2 + ((packet[at] << 8) | packet[at + 1])
+            self._qos2_in_flight.add((packet[at] << 8) | packet[at + 1])
+            self._write(packet)
 
     @staticmethod
     def _long_length(buf: bytearray, at: int) -> tuple[int, int]:
@@ -368,7 +435,7 @@ class PublishSession:
         while not self.lost.is_set():
             await asyncio.sleep(interval)
             if self._ping_outstanding:
-                log.warning("UNS broker did not answer PINGREQ within %.0f s; reconnecting", interval)
+                log.warning("UNS broker did not answer PINGREQ within %.1f s; reconnecting", interval)
                 self._lost(SessionError("no PINGRESP from the broker within the keepalive"))
                 if self._transport is not None:
                     self._transport.abort()
