@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -39,6 +40,7 @@ from uns_bridge.store.migrations import migrate
 from uns_bridge.store.writer import StoreWriter
 from uns_bridge.uns.publisher import UnsPublisher
 from uns_bridge.uns.sink import UnsSink
+from uns_bridge.workers import worker_shard
 
 log = logging.getLogger("uns_bridge")
 
@@ -63,7 +65,8 @@ STATUS_EVERY_S = 10.0
 
 
 def host_config(config: Config) -> HostConfig:
-    return HostConfig.from_settings(config.host, config.mqtt.groups)
+    """The host core's settings; a worker process (``UNS_WORKER``) gets its shard (rule W1)."""
+    return HostConfig.from_settings(config.host, config.mqtt.groups, worker_shard(os.environ))
 
 
 async def run_bridge(config: Config, *, extra: Extra | None = None, stop: asyncio.Event | None = None) -> int:

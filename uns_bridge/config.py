@@ -81,6 +81,8 @@ class HostSettings:
     reorder_timeout_ms: int = 2_000
     rebirth_interval_ms: int = 5_000
     limits: HostLimits = field(default_factory=HostLimits)
+    #: worker processes sharing the edge nodes (``uns-bridge run`` supervises them; 1: this process)
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ ENV_PREFIX = "UNS_"
 #: short variables and the key each sets (besides the ``UNS_<SECTION>_<KEY>`` of every key)
 ENV_ALIASES: dict[str, str] = {"UNS_PREFIX": "uns.prefix"}
 CONFIG_ENV = "UNS_CONFIG"
+#: set by ``uns-bridge run`` for each worker process it supervises: ``<index>/<count>`` (internal)
+WORKER_ENV = "UNS_WORKER"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: keys whose values are secrets (masked by ``config show``); URLs have their password masked
 SECRET_KEYS = frozenset({"mqtt.password"})
@@ -249,6 +253,7 @@ def unknown_env_variables(environ: Mapping[str, str]) -> list[str]:
         if name.startswith(ENV_PREFIX)
         and name not in known
         and name != CONFIG_ENV
+        and name != WORKER_ENV
         and not name.startswith("UNS_TEST_")
     )
 
@@ -498,6 +503,7 @@ def _positive(problems: _Problems, config: Config, origins: dict[str, str], sour
         "mqtt.receive_queue": 1,
         "host.reorder_timeout_ms": 0,
         "host.rebirth_interval_ms": 0,
+        "host.workers": 1,
         "host.limits.max_payload_bytes": 1,
         "host.limits.max_metrics_per_message": 1,
         "host.limits.max_edge_nodes": 1,
@@ -518,7 +524,7 @@ def _positive(problems: _Problems, config: Config, origins: dict[str, str], sour
         "spool.max_bytes": 1,
         "http.port": 0,
     }
-    maximums = {"mqtt.keepalive_s": 65535, "uns.qos": 2, "http.port": 65535}
+    maximums = {"mqtt.keepalive_s": 65535, "uns.qos": 2, "http.port": 65535, "host.workers": 64}
     for key, low in minimums.items():
         value = _get(config, key)
         if value is None:

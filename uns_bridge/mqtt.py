@@ -123,7 +123,7 @@ class HostSession:
         kwargs = client_kwargs(
             self.config,
             client_id=self.client_id,
-            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
+            will=None if will is None else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
         )
         client = FlowClient(receive_limit=self.config.receive_queue, **kwargs)
         try:

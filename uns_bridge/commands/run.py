@@ -2,7 +2,8 @@
 
 With no broker configured it uses a broker already answering on 127.0.0.1:1883 or starts the
 embedded amqtt broker; with no database configured it starts the embedded PostgreSQL
-(``.uns-bridge/postgres``). ``--demo`` also runs the simulator's demo plant in this process.
+(``.uns-bridge/postgres``). ``--demo`` also runs the simulator's demo plant in this process. With
+``host.workers > 1`` it supervises that many worker processes instead (:mod:`uns_bridge.workers`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("uns_bridge")
 
 
-def configure_logging(level: str) -> None:
-    """Readable logs on stderr: time, level, where, message."""
+def configure_logging(level: str, tag: str | None = None) -> None:
+    """Readable logs on stderr: time, level, where (and which worker, with ``tag``), message."""
+    where = "%(name)s" if tag is None else f"[{tag}] %(name)s"
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {where}: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
@@ -96,9 +98,24 @@ def run_command(config_file: Path | None, demo: bool) -> int:
         return 1
     from uns_bridge.defaults import DefaultsError
     from uns_bridge.mqttlink import MqttSetupError
+    from uns_bridge.workers import WorkerSetupError, check_workers, supervise, worker_config, worker_shard
 
     config = _load(config_file)
-    configure_logging(config.log_level)
+    try:
+        shard = worker_shard(os.environ)
+        check_workers(config, demo)
+    except WorkerSetupError as exc:
+        typer.echo(f"uns-bridge: configuration error: {exc}", err=True)
+        return 2
+    configure_logging(config.log_level, tag=None if shard is None else f"worker {shard[0]}")
+    if shard is None and config.host.workers > 1:
+        log.info("uns-bridge supervisor starting (configuration: %s)", config.source)
+        try:
+            return asyncio.run(supervise(config, config_file))
+        except KeyboardInterrupt:
+            return 130
+    if shard is not None:
+        config = worker_config(config, shard[0])
     log.info("uns-bridge starting (configuration: %s)", config.source)
     extra = _demo_extra() if demo else None
     try:

@@ -98,6 +98,14 @@ Connection
       (held messages are released first, in seq order).
   C2  After a reconnect the active host asks every node it knew for a rebirth; until then their DATA is
       data before birth (aliases may have changed while we were away).
+Workers
+  W1  With ``shard = (index, count)`` this host is one of ``count`` worker processes sharing the load
+      (``host.workers``): it owns the edge nodes whose ``crc32("<group>/<node>") % count == index``
+      and ignores every message of the others before decoding it (each worker subscribes to all of
+      them; the owner alone keeps the node's session). Worker 0 is the Sparkplug host: only it
+      registers the STATE Will, publishes STATE and answers a stray STATE ``online: false`` (H1-H4);
+      the others publish no STATE. A message on an invalid topic belongs to no node: worker 0 alone
+      dead-letters it. Everything else (births, seq, rebirth requests) is per owner.
 Robustness
   B1  No input makes the host raise (``receive`` and ``tick`` both): invalid topics, undecodable
       payloads and limit violations become Anomaly effects with ``dead_letter=True``, the reason and
@@ -108,6 +116,7 @@ Robustness
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -186,9 +195,16 @@ class HostConfig:
     #: subscribe to these groups only (``None``: all of ``spBv1.0/#``)
     groups: tuple[str, ...] | None = None
     limits: HostLimits = field(default_factory=HostLimits)
+    #: (worker index, worker count) when the load is shared by worker processes (W1)
+    shard: tuple[int, int] | None = None
 
     @classmethod
-    def from_settings(cls, settings: HostSettings, groups: tuple[str, ...] | None = None) -> HostConfig:
+    def from_settings(
+        cls,
+        settings: HostSettings,
+        groups: tuple[str, ...] | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> HostConfig:
         return cls(
             host_id=settings.id,
             role=settings.role,
@@ -196,7 +212,18 @@ class HostConfig:
             rebirth_interval_ms=settings.rebirth_interval_ms,
             groups=groups,
             limits=settings.limits,
+            shard=shard,
         )
+
+    @property
+    def publishes_state(self) -> bool:
+        """Whether this host is the one that publishes STATE (W1: a single host, or worker 0)."""
+        return self.shard is None or self.shard[0] == 0
+
+
+def shard_of(group: str, node: str, count: int) -> int:
+    """The worker (0 .. count-1) that owns an edge node (W1); the same in every process and run."""
+    return zlib.crc32(f"{group}/{node}".encode("utf-8", "surrogatepass")) % count
 
 
 @dataclass
@@ -253,6 +280,8 @@ class Host:
         self.state_topic = str(StateTopic(self.config.host_id))
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._topics: dict[str | bytes, SparkplugTopic | StateTopic] = {}
+        #: W1: (group, node) -> whether this worker owns the node; ``None`` without workers
+        self._owned: dict[tuple[str, str], bool] | None = {} if self.config.shard is not None else None
         self._session_ts: int | None = None
         self._connected = False
         self._was_connected = False
@@ -267,17 +296,19 @@ class Host:
             return [("spBv1.0/#", 1), (self.state_topic, 1)]
         return [(f"spBv1.0/{group}/#", 1) for group in self.config.groups] + [(self.state_topic, 1)]
 
-    def will(self, now_ms: int) -> Publish:
-        """The STATE death to register as the CONNECT Will; starts a new STATE timestamp (H1)."""
+    def will(self, now_ms: int) -> Publish | None:
+        """The STATE death to register as the CONNECT Will; starts a new STATE timestamp (H1).
+
+        ``None`` for a worker other than 0 (W1): it registers no Will."""
         previous = self._session_ts
         self._session_ts = now_ms if previous is None or now_ms > previous else previous + 1
-        return self._state(False)
+        return self._state(False) if self.config.publishes_state else None
 
     def connected(self, now_ms: int) -> list[Effect]:
         """CONNACK received and subscribed: publish the STATE birth, then ask for rebirths (H2, C2)."""
         if self._session_ts is None:
             self._session_ts = now_ms
-        effects: list[Effect] = [self._state(True)]
+        effects: list[Effect] = [self._state(True)] if self.config.publishes_state else []
         self._connected = True
         if self._was_connected:
             for key in self._lost_nodes:
@@ -299,7 +330,7 @@ class Host:
 
     def disconnecting(self, now_ms: int) -> list[Effect]:
         """Clean shutdown: the STATE death first (H4), then everything STALE."""
-        effects: list[Effect] = [self._state(False)]
+        effects: list[Effect] = [self._state(False)] if self.config.publishes_state else []
         self._connected = False  # no command after our death certificate
         effects.extend(self._release_all_held(now_ms))
         for node in self._nodes.values():
@@ -381,6 +412,8 @@ class Host:
             try:
                 parsed = parse_topic(topic)
             except TopicError as exc:
+                if not self.config.publishes_state:
+                    return []  # W1: worker 0 alone dead-letters what belongs to no edge node
                 return [
                     Anomaly(
                         AnomalyKind.INVALID_TOPIC, str(exc), now_ms, text, dead_letter=True, payload=payload
@@ -394,6 +427,16 @@ class Host:
         if isinstance(parsed, StateTopic):
             return self._on_state(parsed, payload, now_ms)
         group, node_id, device = parsed.group, parsed.node, parsed.device
+        if self._owned is not None:
+            owned = self._owned.get((group, node_id))
+            if owned is None:
+                shard = self.config.shard
+                assert shard is not None
+                if len(self._owned) >= self.config.limits.max_edge_nodes * 2:
+                    self._owned.clear()  # bounded even when a flood invents node names
+                owned = self._owned[(group, node_id)] = shard_of(group, node_id, shard[1]) == shard[0]
+            if not owned:
+                return []  # another worker's edge node (W1)
         limits = self.config.limits
         if len(payload) > limits.max_payload_bytes:
             return [
@@ -458,7 +501,7 @@ class Host:
     # ------------------------------------------------------------------ STATE (H3, H5)
 
     def _on_state(self, topic: StateTopic, payload: bytes, now_ms: int) -> list[Effect]:
-        if topic.legacy or topic.host_id != self.config.host_id:
+        if topic.legacy or topic.host_id != self.config.host_id or not self.config.publishes_state:
             return []
         try:
             state = orjson.loads(payload)
