@@ -78,9 +78,16 @@ class HostSession:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._client: FlowClient | None = None
+        #: receive pauses of connections that have ended (see :attr:`receive_pauses`)
+        self._ended_pauses = 0
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         pipeline.metrics.gauge(
             "receive_queue_depth", "messages received and not yet processed", lambda: self.queue_depth
+        )
+        pipeline.metrics.counter(
+            "receive_pauses",
+            "times the session stopped reading the broker because the receive queue was full (backpressure)",
+            lambda: self.receive_pauses,
         )
         pipeline.metrics.gauge(
             "mqtt_connected", "1 while the Sparkplug session is connected", lambda: float(self.is_connected)
@@ -90,6 +97,11 @@ class HostSession:
     @property
     def is_connected(self) -> bool:
         return self.connected.is_set()
+
+    @property
+    def receive_pauses(self) -> int:
+        """How often reading the broker was paused because ``mqtt.receive_queue`` messages waited."""
+        return self._ended_pauses + (self._client.paused_count if self._client is not None else 0)
 
     @property
     def queue_depth(self) -> int:
@@ -156,6 +168,7 @@ class HostSession:
             return 0.0
         self.connected.clear()
         self._client = None
+        self._ended_pauses += client.paused_count
         reason = client.lost_reason
         log.warning(
             "lost the connection to %s%s; everything is STALE", self.address, f" ({reason})" if reason else ""
@@ -212,6 +225,7 @@ class HostSession:
             log.warning("could not publish STATE offline before disconnecting: %s", exc)
         self.connected.clear()
         self._client = None
+        self._ended_pauses += client.paused_count
         await close_quietly(client, SHUTDOWN_ACK_TIMEOUT_S)
 
     async def _send(self, client: FlowClient, publish: Publish, *, wait: bool, timeout: float = 10.0) -> None:
