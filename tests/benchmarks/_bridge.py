@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from tests.benchmarks._harness import (
     PYTHON,
@@ -51,9 +52,16 @@ class BridgeProcess:
     """``async with BridgeProcess(...) as bridge``: started, ready, and stopped (SIGTERM, then SIGKILL)."""
 
     def __init__(
-        self, dsn: str, groups: list[str], host: str, port: int, ready_timeout: float = 90.0
+        self,
+        dsn: str,
+        groups: list[str],
+        host: str,
+        port: int,
+        ready_timeout: float = 90.0,
+        workers: int = 1,
     ) -> None:
         self.dsn, self.groups, self.host, self.port = dsn, groups, host, port
+        self.workers = workers
         self.prefix = unique("ubench")
         self.host_id = unique("bench-host")
         self.http_port = free_port()
@@ -67,6 +75,13 @@ class BridgeProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The bridge process and, with ``workers > 1``, the worker processes it supervises."""
+        pids = [self.pid]
+        with contextlib.suppress(psutil.Error):
+            pids += [child.pid for child in psutil.Process(self.pid).children()]
+        return pids
 
     def errors(self, limit: int = 3) -> str:
         """The bridge's first ERROR log lines, each with the exception it ended in, for a failure message."""
@@ -98,6 +113,7 @@ class BridgeProcess:
             UNS_HTTP_PORT=str(self.http_port),
             UNS_HOST_ID=self.host_id,
             UNS_LOG_LEVEL="INFO",
+            UNS_HOST_WORKERS=str(self.workers),
         )
         env.pop("UNS_CONFIG", None)
         log = self.log_path.open("wb")

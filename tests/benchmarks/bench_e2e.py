@@ -58,6 +58,8 @@ class Variant:
     duration: float
     #: seconds the births + catalogue may take before the variant is reported as too slow to set up
     births_budget: float = 600.0
+    #: bridge worker processes (``host.workers``)
+    workers: int = 1
 
     @property
     def catalog(self) -> int:
@@ -72,9 +74,10 @@ class Variant:
 def variants(quick: bool) -> list[Variant]:
     if quick:
         return [
-            Variant("100-metric DDATA", 10, 1, 100, (50_000, 150_000, 300_000), 3.0),
+            Variant("100-metric DDATA", 10, 1, 100, (100_000, 150_000, 200_000, 300_000), 3.0),
+            Variant("100-metric DDATA, 2 workers", 10, 1, 100, (150_000, 200_000, 300_000), 3.0, workers=2),
             Variant("10-metric DDATA", 10, 10, 10, (50_000, 150_000), 3.0),
-            Variant("1-metric DDATA", 10, 100, 1, (5_000, 25_000), 3.0),
+            Variant("1-metric DDATA", 10, 100, 1, (10_000, 20_000, 25_000, 30_000), 3.0),
             Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (150_000,), 3.0, births_budget=45.0),
         ]
     return [
@@ -85,6 +88,15 @@ def variants(quick: bool) -> list[Variant]:
             100,
             (50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 350_000, 400_000, 500_000),
             10.0,
+        ),
+        Variant(
+            "100-metric DDATA, 2 workers",
+            10,
+            1,
+            100,
+            (100_000, 150_000, 200_000, 250_000, 300_000, 350_000, 400_000),
+            10.0,
+            workers=2,
         ),
         Variant("10-metric DDATA", 10, 10, 10, (50_000, 100_000, 150_000, 200_000, 300_000, 400_000), 10.0),
         Variant("1-metric DDATA", 10, 100, 1, (5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000), 10.0),
@@ -241,7 +253,10 @@ async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Out
         host=host,
         port=port,
     )
-    async with bench_database(admin) as (dsn, database), BridgeProcess(dsn, [group], host, port) as bridge:
+    async with (
+        bench_database(admin) as (dsn, database),
+        BridgeProcess(dsn, [group], host, port, workers=variant.workers) as bridge,
+    ):
         store = await StoreProbe.connect(dsn, group)
         watch: LatencyWatch | None = None
         try:
@@ -249,7 +264,7 @@ async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Out
                 base, outcome.births_s, watch = await settle_births(pub, store, bridge, variant.births_budget)
                 cpu = CpuMeter(
                     {
-                        "bridge": [bridge.pid],
+                        "bridge": bridge.pids(),
                         "mosquitto": mosquitto_pids(),
                         "postgres": await postgres_backends(dsn, database),
                         "publisher": [pub.pid],
@@ -269,7 +284,8 @@ async def run_variant(variant: Variant, admin: str, host: str, port: int) -> Out
                             ladder = [retry]
                         else:
                             break
-                outcome.peak_rss_mb = peak_rss_mb(bridge.pid)
+                peaks = [peak_rss_mb(pid) for pid in bridge.pids()]
+                outcome.peak_rss_mb = sum(p for p in peaks if p is not None) if any(peaks) else None
         finally:
             if watch is not None:
                 await watch.stop()
