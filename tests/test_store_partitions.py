@@ -93,3 +93,20 @@ async def test_interval_change_fills_gaps_between_existing_partitions(
     ]  # type: ignore[attr-defined]
     spans = [(p[1].hour, (p[2] - p[1]).total_seconds() / 3600) for p in parts]  # type: ignore[attr-defined,operator]
     assert spans == [(0, 5.0), (5, 1.0), (6, 18.0)]
+
+
+async def test_maintain_prunes_old_delivery_tokens(database_dsn: str) -> None:
+    await migrate(database_dsn, settings(partition_interval="day", partitions_ahead=1))
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        await conn.executemany(
+            "INSERT INTO uns.delivered_batch (token, delivered_at) VALUES ($1, timestamptz 'epoch' + make_interval(secs => $2::bigint / 1e3))",
+            [(1, T0 - 40 * DAY), (2, T0 - 31 * DAY), (3, T0 - 29 * DAY), (4, T0)],
+        )
+        report = await maintain(database_dsn, now_ms=T0)
+        left = [r[0] for r in await conn.fetch("SELECT token FROM uns.delivered_batch ORDER BY token")]
+    finally:
+        await conn.close()
+    assert report.tokens_pruned == 2
+    assert left == [3, 4]  # tokens younger than DELIVERED_TOKEN_DAYS stay: a drain may still need them
+    assert "2 old delivery tokens pruned" in str(report)

@@ -74,12 +74,21 @@ class MaintenanceReport:
     dropped: list[str] = field(default_factory=list)
     partitions: int = 0
     storage: str = "native"
+    #: ``uns.delivered_batch`` tokens older than :data:`DELIVERED_TOKEN_DAYS` deleted
+    tokens_pruned: int = 0
 
     def __str__(self) -> str:
         return (
             f"storage {self.storage}: {self.partitions} partitions, ensured ahead, "
-            f"{len(self.dropped)} dropped by retention"
+            f"{len(self.dropped)} dropped by retention; {self.tokens_pruned} old delivery tokens pruned"
         )
+
+
+#: how long the token of a drained spool unit is kept in ``uns.delivered_batch``. A token only matters
+#: while its unit may be delivered again: after a crash between commit and the spool's acknowledgement,
+#: at the bridge's next start. A bridge down longer than this with such a unit on disk could store that
+#: one unit twice; a table that grows with every outage forever is the worse trade.
+DELIVERED_TOKEN_DAYS = 30
 
 
 def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
@@ -299,6 +308,12 @@ def ahead_stamps(now_ms: int, interval: str, ahead: int) -> list[int]:
 
 
 async def _maintain(conn: asyncpg.Connection, now_ms: int, report: MaintenanceReport) -> MaintenanceReport:
+    pruned = await conn.execute(
+        "DELETE FROM uns.delivered_batch WHERE delivered_at < "
+        "timestamptz 'epoch' + make_interval(secs => $1::bigint / 1e3)",
+        now_ms - DELIVERED_TOKEN_DAYS * 86_400_000,
+    )
+    report.tokens_pruned = int(pruned.split()[-1])
     storage = await conn.fetchval("SELECT value FROM uns.settings WHERE key = 'storage'")
     report.storage = str(storage)
     if storage != "native":
