@@ -109,20 +109,7 @@ async def stored_ids(dsn: str) -> list[int]:
         await conn.close()
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "single",
-        pytest.param(
-            "merge",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known: merged drain after a kill occasionally writes one batch twice with this test sink"
-                " (under investigation; the store writer's sample key absorbs such repeats)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("mode", ["single", "merge"])
 def test_sigkill_during_spool_and_drain_loses_and_duplicates_nothing(
     private_pg: PrivatePostgres, tmp_path: Path, mode: str
 ) -> None:

@@ -291,3 +291,40 @@ async def test_merged_drain_splits_a_failing_unit_to_find_the_bad_batch(
     assert sorted(r["x"] for r in await conn.fetch("SELECT x FROM strict")) == [1, 2, 3, 4, 5, 6]
     assert units[0] == 7, "first one merged unit of everything"
     await conn.close()
+
+
+async def test_a_single_record_unit_committed_before_a_crash_is_not_regrouped(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    """A merged drain commits a unit of one record and dies before acknowledging it; the next run finds
+    more records behind it. The unit must come back alone, with its token, so it is not written twice."""
+    sink = TableSink(database_dsn, idempotent=True)
+    await sink.create()
+    with Spool.open(tmp_path / "spool") as spool:
+        spool.append(b"\x00" + json.dumps([1, 2]).encode())
+    committed = asyncio.Event()
+
+    async def commit_then_hang(batch: list[int], token: int | None = None) -> None:
+        await sink.deliver(batch, token)
+        committed.set()
+        await asyncio.Event().wait()  # the process "dies" here: committed, never acknowledged
+
+    merge = lambda batches: [x for b in batches for x in b]  # noqa: E731
+    first = Forwarder(commit_then_hang, Spool.open(tmp_path / "spool"), JsonIds(), merge=merge)
+    await first.start()
+    await asyncio.wait_for(committed.wait(), 30)
+    await first.close()
+    with Spool.open(tmp_path / "spool") as spool:  # what the next run spools before its drain starts
+        spool.append(b"\x00" + json.dumps([3]).encode())
+        spool.append(b"\x00" + json.dumps([4]).encode())
+    second = Forwarder(sink.deliver, Spool.open(tmp_path / "spool"), JsonIds(), merge=merge)
+    await second.start()
+    assert await second.wait_drained(30)
+    await second.close()
+    await sink.close()
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        ids = sorted(r["id"] for r in await conn.fetch("SELECT id FROM fault_sample"))
+    finally:
+        await conn.close()
+    assert ids == [1, 2, 3, 4]

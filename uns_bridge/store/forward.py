@@ -370,7 +370,9 @@ class Forwarder(Generic[B]):
             records = records[: max(cut, 1)]
             self.spool.rewind()
             self.spool.read(len(records))  # put the cursor right after the records we keep
-        if len(records) > 1:
+        if records:
+            # a single record too: after a crash it must come back alone, not merged with records
+            # appended since (its token would change and a committed unit would be written again)
             self.spool.begin(records[0].seq, records[-1].seq)
         return records
 
