@@ -8,6 +8,7 @@ NDEATH as the MQTT Will. It keeps the ids it handed to the broker (PUBACK receiv
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -40,8 +41,11 @@ class EdgeNode:
         self.births = 0
         self.rebirth_requests = 0
         self.sent: list[int] = []  # ids published (maybe not yet acknowledged by the broker)
-        self.acked: list[int] = []  # ids the broker acknowledged (QoS 1 PUBACK)
+        self._acked: list[int] = []  # ids the broker acknowledged (QoS 1 PUBACK); see :attr:`acked`
         self._pending: dict[int, int] = {}  # mid -> sample id
+        # PUBACK mids, appended by paho's thread without taking ``_lock``: paho calls ``on_publish``
+        # holding its own out-message mutex, which ``send`` needs while holding ``_lock``
+        self._acks: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"edge-{group}-{node}")
@@ -76,10 +80,21 @@ class EdgeNode:
             self._set_will()
 
     def _on_publish(self, _c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
-        with self._lock:
-            sample = self._pending.pop(mid, None)
+        self._acks.append(mid)
+
+    def _settle_acks(self) -> None:
+        """Move acknowledged mids to :attr:`acked` (under ``_lock``, where ``send`` records mids)."""
+        while self._acks:
+            sample = self._pending.pop(self._acks.popleft(), None)
             if sample is not None:
-                self.acked.append(sample)
+                self._acked.append(sample)
+
+    @property
+    def acked(self) -> list[int]:
+        """The ids the broker acknowledged (QoS 1 PUBACK)."""
+        with self._lock:
+            self._settle_acks()
+            return list(self._acked)
 
     def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
         if b"Node Control/Rebirth" in message.payload:
@@ -111,6 +126,7 @@ class EdgeNode:
         if not self._connected.is_set():
             return False
         with self._lock:
+            self._settle_acks()  # before paho can reuse an acknowledged mid
             self.seq = (self.seq + 1) % 256
             ts = int(time.time() * 1000)
             payload = f_varint(1, ts) + f_varint(3, self.seq) + _metric(None, 1, None, 11, sample_id, ts)
