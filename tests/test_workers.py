@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -223,6 +225,37 @@ async def test_supervisor_gives_up_on_a_configuration_error() -> None:
     assert await asyncio.wait_for(supervisor.run(), 45) == 2
     assert supervisor.restarts == 0
     assert supervisor.pids() == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.timeout(60)
+async def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    worker = (
+        f"import os, pathlib, time; (pathlib.Path({str(pids)!r}) / str(os.getpid())).touch(); time.sleep(120)"
+    )
+    supervisor_code = (
+        "import asyncio, sys\n"
+        "from uns_bridge.workers import Supervisor\n"
+        f"asyncio.run(Supervisor([sys.executable, '-c', {worker!r}], 2).run())\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", supervisor_code])
+    try:
+        await until(lambda: len(list(pids.iterdir())) == 2, 30, "two workers started")
+        workers = [psutil.Process(int(p.name)) for p in pids.iterdir()]
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert alive == [], "a worker outlived its SIGKILLed supervisor"
+        assert len(gone) == 2
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+        for p in pids.iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(p.name), signal.SIGKILL)
 
 
 # ------------------------------------------------------------------- the real bridge, two workers

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -85,6 +87,18 @@ def check_workers(config: Config, demo: bool) -> None:
         raise WorkerSetupError("--demo runs in a single process: use host.workers = 1 with --demo")
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a new worker before it runs (Linux): SIGTERM it when the supervisor dies, even by SIGKILL,
+    so no worker is left running on its own (a new supervisor would start a second one per shard)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def worker_command(config_file: Path | None) -> list[str]:
     """How the supervisor starts one worker (this same program, ``run``)."""
     command = [sys.executable, "-m", "uns_bridge", "run"]
@@ -118,7 +132,8 @@ class Supervisor:
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         env = {**self.environ, WORKER_ENV: f"{index}/{self.count}"}
-        proc = await asyncio.create_subprocess_exec(*self.command, env=env)
+        die_with_us = functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None
+        proc = await asyncio.create_subprocess_exec(*self.command, env=env, preexec_fn=die_with_us)
         self._procs[index] = proc
         log.info("worker %d/%d started (pid %d)", index, self.count, proc.pid)
         return proc
