@@ -207,6 +207,8 @@ async def test_supervisor_restarts_a_dead_worker_and_stops_all(tmp_path: Path) -
         assert supervisor.restarts == 1
         assert len(list(marks.glob("0of2-*"))) == 1
         pids = supervisor.pids()
+        # each worker in a session of its own: a terminal's Ctrl-C reaches the supervisor alone
+        assert all(os.getsid(pid) == pid != os.getsid(0) for pid in pids)
     finally:
         supervisor.stop()
         code = await asyncio.wait_for(running, 45)

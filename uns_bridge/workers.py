@@ -11,6 +11,9 @@ in its environment, and restarts one that dies (with backoff). Each worker
   own metrics endpoint on ``http.port + i``;
 * worker 0 alone is the Sparkplug host on the wire: it registers the STATE Will and publishes STATE.
 
+Each worker runs in a session of its own (a terminal's Ctrl-C reaches the supervisor, which stops each
+worker with one SIGTERM) and, on Linux, gets SIGTERM when the supervisor dies, however it dies.
+
 A worker that restarts knows none of its nodes: their DATA is data before birth and is answered with
 rebirth requests (N5), so its share comes back within a rebirth interval. The embedded broker and
 database serve one process, so workers need ``mqtt.url`` and ``database.url``.
@@ -133,7 +136,11 @@ class Supervisor:
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         env = {**self.environ, WORKER_ENV: f"{index}/{self.count}"}
         die_with_us = functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None
-        proc = await asyncio.create_subprocess_exec(*self.command, env=env, preexec_fn=die_with_us)
+        # a session of its own: a terminal's Ctrl-C reaches the supervisor only, which then stops each
+        # worker with one SIGTERM (a worker that got both would take the second as "exit at once")
+        proc = await asyncio.create_subprocess_exec(
+            *self.command, env=env, preexec_fn=die_with_us, start_new_session=True
+        )
         self._procs[index] = proc
         log.info("worker %d/%d started (pid %d)", index, self.count, proc.pid)
         return proc
