@@ -20,15 +20,23 @@ import pytest
 from tests.fault_live import Load, Recorder, stored_rows, tally, until, until_stored
 from tests.host_messages import T0, m, nbirth, ndeath, payload, topic
 from tests.services import MqttBroker
+from tests.store_helpers import T0 as STORE_T0
+from tests.store_helpers import defined, store, stored_values
 from tests.test_bridge_process import BridgeProcess, _env
-from uns_bridge.config import Config, ConfigError, HostSettings, load_config
+from uns_bridge.app import leftover_forwarders
+from uns_bridge.config import Config, ConfigError, HostSettings, SpoolConfig, load_config
 from uns_bridge.host import effects as fx
+from uns_bridge.host.effects import MetricInfo, Sample, Samples
 from uns_bridge.host.host import Host, HostConfig, shard_of
+from uns_bridge.sparkplug.datatypes import DataType
 from uns_bridge.sparkplug.datatypes import DataType as T
+from uns_bridge.store.forward import Forwarder
+from uns_bridge.store.spool import Spool
 from uns_bridge.workers import (
     Supervisor,
     WorkerSetupError,
     check_workers,
+    leftover_spools,
     worker_config,
     worker_shard,
 )
@@ -352,3 +360,60 @@ async def test_two_workers_store_everything_and_survive_a_worker_kill(
     assert states == [True, False], states
     log = bridge.output()
     assert "[worker 0]" in log and "[worker 1]" in log and "Traceback" not in log, log[-3000:]
+
+
+# ----------------------------------------------------------- spools left by another worker count
+def _segment(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{1:020d}.seg"
+    path.write_bytes(b"")
+    return path
+
+
+def test_leftover_spools_are_found_for_the_right_process(tmp_path: Path) -> None:
+    base = tmp_path / "spool"
+    for name in ("worker-0", "worker-1", "worker-2", "worker-x"):
+        _segment(base / name)
+    (base / "worker-3").mkdir()  # no segments: nothing to drain
+    _segment(base)
+    # a single bridge: every worker directory below its own spool
+    assert leftover_spools(base, None) == [base / "worker-0", base / "worker-1", base / "worker-2"]
+    # worker 0 of 2: the single bridge's spool and workers 2+ (worker 1 is alive and owns its own)
+    assert leftover_spools(base / "worker-0", (0, 2)) == [base, base / "worker-2"]
+    assert leftover_spools(base / "worker-1", (1, 2)) == []
+    assert leftover_spools(base / "worker-0", (0, 3)) == [base]
+
+
+async def test_a_spool_left_by_a_worker_is_drained_by_a_single_bridge(
+    database_dsn: str, group_id: str, tmp_path: Path
+) -> None:
+    """Worker 1 of 2 could not reach the database and spooled; the plant then went back to one
+    bridge. That bridge drains worker-1's spool into the database."""
+    base = tmp_path / "spool"
+    info = MetricInfo(group_id, "N1", None, "T", DataType.Int32)
+
+    async def database_away(batch: object, token: int | None = None) -> None:
+        raise ConnectionRefusedError("database away")
+
+    async with store(database_dsn) as writer:
+        spooling = Forwarder(database_away, Spool.open(base / "worker-1"), writer.codec)
+        writer.deliver = spooling.deliver
+        await writer.handle(
+            [defined(writer, info), Samples((Sample(info, STORE_T0, 1), Sample(info, STORE_T0 + 1, 2)))]
+        )
+        await writer.flush()
+        assert spooling.pending >= 1
+        await spooling.close()
+    config = Config(spool=SpoolConfig(dir=base))
+    async with store(database_dsn) as writer:
+        leftovers = leftover_forwarders(config, writer, None)
+        assert [f.spool.directory for f in leftovers] == [base / "worker-1"]
+        for forwarder in leftovers:
+            await forwarder.start()
+        assert all([await f.wait_drained(30) for f in leftovers])
+        for forwarder in leftovers:
+            await forwarder.close()
+    assert [(name, ms, value) for name, ms, value in await stored_values(database_dsn)] == [
+        ("T", STORE_T0, 1),
+        ("T", STORE_T0 + 1, 2),
+    ]

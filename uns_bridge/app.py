@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -40,7 +41,7 @@ from uns_bridge.store.migrations import migrate
 from uns_bridge.store.writer import StoreWriter
 from uns_bridge.uns.publisher import UnsPublisher
 from uns_bridge.uns.sink import UnsSink
-from uns_bridge.workers import worker_shard
+from uns_bridge.workers import leftover_spools, worker_shard
 
 log = logging.getLogger("uns_bridge")
 
@@ -94,9 +95,12 @@ async def _serve(config: Config, stop: asyncio.Event, extra: Extra | None) -> in
     placer = Placer(Namespace.from_config(config.namespace), prefix=config.uns.prefix)
     writer = StoreWriter(dsn, config.database, placer)
     forwarder = _spool(config, writer)
+    leftovers = leftover_forwarders(config, writer, worker_shard(os.environ))
     await writer.start()
     if forwarder is not None:
         await forwarder.start()
+    for leftover in leftovers:
+        await leftover.start()
     metrics = BridgeMetrics()
     sink: UnsSink | None = None
     if config.uns.enabled:
@@ -137,6 +141,14 @@ async def _serve(config: Config, stop: asyncio.Event, extra: Extra | None) -> in
             with contextlib.suppress(BaseException):
                 await task
         await pipeline.close()
+        for leftover in leftovers:
+            await leftover.close(drain_timeout=5.0)
+            if leftover.pending:
+                log.warning(
+                    "%d batches stay in the spool %s for the next start",
+                    leftover.pending,
+                    leftover.spool.directory,
+                )
         if forwarder is not None:
             await forwarder.close(drain_timeout=5.0)
             if forwarder.pending:
@@ -154,6 +166,28 @@ def _spool(config: Config, writer: StoreWriter) -> Forwarder[Any] | None:
     forwarder: Forwarder[Any] = Forwarder(writer.deliver_to_db, open_spool(config.spool), writer.codec)
     writer.deliver = forwarder.deliver
     return forwarder
+
+
+def leftover_forwarders(
+    config: Config, writer: StoreWriter, shard: tuple[int, int] | None
+) -> list[Forwarder[Any]]:
+    """Drain-only forwarders for spools that a run with another ``host.workers`` left (see
+    :func:`uns_bridge.workers.leftover_spools`); they take no new batches."""
+    if not config.spool.enabled:
+        return []
+    out: list[Forwarder[Any]] = []
+    for directory in leftover_spools(config.spool.dir, shard):
+        spool = open_spool(dataclasses.replace(config.spool, dir=directory))
+        if spool.is_empty():
+            spool.close()
+            continue
+        log.warning(
+            "draining %d batches that a run with another host.workers left in the spool %s",
+            spool.pending_count(),
+            directory,
+        )
+        out.append(Forwarder(writer.deliver_to_db, spool, writer.codec))
+    return out
 
 
 def _uns_client_id(config: Config) -> str | None:

@@ -9,7 +9,10 @@ in its environment, and restarts one that dies (with backoff). Each worker
   :func:`uns_bridge.host.host.shard_of`), dropping the others' messages before decoding them;
 * has its own database pool, UNS connection and spool directory (``<spool.dir>/worker-<i>``), and its
   own metrics endpoint on ``http.port + i``;
-* worker 0 alone is the Sparkplug host on the wire: it registers the STATE Will and publishes STATE.
+* worker 0 alone is the Sparkplug host on the wire: it registers the STATE Will and publishes STATE;
+* a spool that a run with another worker count left is drained (:func:`leftover_spools`): by a single
+  bridge for every ``worker-<i>`` below its spool, by worker 0 for the single bridge's spool and for
+  workers it no longer has.
 
 Each worker runs in a session of its own (a terminal's Ctrl-C reaches the supervisor, which stops each
 worker with one SIGTERM) and, on Linux, gets SIGTERM when the supervisor dies, however it dies.
@@ -28,6 +31,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -70,6 +74,40 @@ def worker_config(config: Config, index: int) -> Config:
     if mqtt.client_id:
         mqtt = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-w{index}")
     return dataclasses.replace(config, spool=spool, http=http, mqtt=mqtt)
+
+
+_WORKER_DIR = re.compile(r"worker-(\d+)")
+
+
+def leftover_spools(spool_dir: Path, shard: tuple[int, int] | None) -> list[Path]:
+    """Spool directories this process must drain besides its own: those a run with another
+    ``host.workers`` left behind (otherwise their batches would wait on disk for ever).
+
+    ``spool_dir`` is this process's own spool directory. A single bridge drains every
+    ``worker-<i>`` below it; worker 0 of N drains the parent (a single bridge's spool) and
+    ``worker-<j>`` for j >= N; the other workers drain nothing else. Only directories holding
+    segments are returned.
+    """
+    if shard is None:
+        candidates = _worker_dirs(spool_dir)
+    else:
+        index, count = shard
+        if index != 0:
+            return []
+        base = spool_dir.parent
+        candidates = [base] + [d for d in _worker_dirs(base) if _worker_index(d) >= count]
+    return [d for d in candidates if any(d.glob("*.seg"))]
+
+
+def _worker_index(directory: Path) -> int:
+    match = _WORKER_DIR.fullmatch(directory.name)
+    return int(match[1]) if match else -1
+
+
+def _worker_dirs(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    return sorted(d for d in base.iterdir() if d.is_dir() and _WORKER_DIR.fullmatch(d.name))
 
 
 def check_workers(config: Config, demo: bool) -> None:
