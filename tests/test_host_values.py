@@ -292,3 +292,42 @@ def test_b2_limits_dead_letter_before_state_changes() -> None:
         topic("DBIRTH", "D1"), payload([m(f"Z{i}", 20 + i, T.Int32, 1) for i in range(4)], 4), T0
     )
     assert anomalies(over, A.LIMIT_EXCEEDED)
+
+
+def test_b2_oversized_values_are_refused_and_the_rest_applies() -> None:
+    limits = HostLimits(max_value_bytes=100, max_array_length=5)
+    host = new_host(limits=limits)
+    table = DataSet(("a",), (T.Int32,), tuple((i,) for i in range(6)))
+    born = host.receive(
+        topic("NBIRTH"),
+        nbirth(
+            metrics=[
+                m("Temp", 1, T.Double, 20.5),
+                m("Note", 2, T.String, "é" * 60),  # 120 bytes of UTF-8: over, though 60 characters
+                m("Blob", 3, T.Bytes, b"\x00" * 100),  # exactly the limit: kept
+                m("Arr", 4, T.Int32Array, (1, 2, 3, 4, 5, 6)),
+                m("Tab", 5, T.DataSet, table),
+            ]
+        ),
+        T0,
+    )
+    assert host.node_online(G, E)
+    defined = [info.name for e in of(born, fx.MetricsDefined) for info in e.metrics]
+    assert {"Note", "Arr", "Tab"} <= set(defined)  # the birth still defines them
+    assert sorted(name for name, _ in values(born)) == ["Blob", "Node Control/Rebirth", "Temp", "bdSeq"]
+    [dead] = anomalies(born, A.LIMIT_EXCEEDED)
+    assert dead.dead_letter and dead.payload is not None
+    assert "'Note': a value of 120 bytes exceeds host.limits.max_value_bytes (100)" in dead.reason
+    assert "'Arr': 6 elements exceed host.limits.max_array_length (5)" in dead.reason
+    assert "'Tab': a DataSet of 6 rows exceeds host.limits.max_array_length (5)" in dead.reason
+    # alias-only DATA: the oversized array is refused after it is resolved with the birth's datatype
+    data = host.receive(
+        topic("NDATA"),
+        payload([m(None, 1, T.Double, 21.0), m(None, 4, T.Int32Array, (1, 2, 3, 4, 5, 6, 7))], 1),
+        T0 + 1,
+    )
+    assert values(data) == [("Temp", 21.0)]
+    [dead] = anomalies(data, A.LIMIT_EXCEEDED)
+    assert "'Arr': 7 elements" in dead.reason and rebirths(data) == []
+    fine = host.receive(topic("NDATA"), payload([m(None, 4, T.Int32Array, (1, 2))], 2), T0 + 2)
+    assert values(fine) == [("Arr", (1, 2))] and anomalies(fine) == []

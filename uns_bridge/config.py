@@ -72,6 +72,10 @@ class HostLimits:
     max_edge_nodes: int = 100_000
     max_devices_per_node: int = 10_000
     max_metrics_per_node: int = 1_000_000
+    #: bytes of one String/Text/UUID (UTF-8) or Bytes/File value
+    max_value_bytes: int = 4 * 1024 * 1024
+    #: elements of one array value, rows of one DataSet
+    max_array_length: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -509,6 +513,8 @@ def _positive(problems: _Problems, config: Config, origins: dict[str, str], sour
         "host.limits.max_edge_nodes": 1,
         "host.limits.max_devices_per_node": 1,
         "host.limits.max_metrics_per_node": 1,
+        "host.limits.max_value_bytes": 1,
+        "host.limits.max_array_length": 1,
         "database.pool_size": 1,
         "database.batch_rows": 1,
         "database.flush_ms": 1,

@@ -111,7 +111,9 @@ Robustness
       payloads and limit violations become Anomaly effects with ``dead_letter=True``, the reason and
       the bytes.
   B2  Limits (payload bytes, metrics per message, nodes, devices per node, metrics per node) are checked
-      before any state changes.
+      before any state changes. A value beyond ``max_value_bytes`` (strings, bytes) or
+      ``max_array_length`` (array elements, DataSet rows) is not stored; the rest of its message
+      applies (a birth still defines the metric) and a LIMIT_EXCEEDED dead letter keeps the message.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ from uns_bridge.host.templates import TemplateCatalog, expand_instance
 from uns_bridge.sparkplug.datatypes import DataType, datatype_name
 from uns_bridge.sparkplug.payload import PayloadError, coerce_value, decode_payload, encode_payload
 from uns_bridge.sparkplug.topic import MessageType, SparkplugTopic, StateTopic, TopicError, parse_topic
-from uns_bridge.sparkplug.values import MetaData, Metric, Payload, PropertySet, Template, Value
+from uns_bridge.sparkplug.values import DataSet, MetaData, Metric, Payload, PropertySet, Template, Value
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 REBIRTH_METRIC = "Node Control/Rebirth"
@@ -282,6 +284,10 @@ class Host:
         self._topics: dict[str | bytes, SparkplugTopic | StateTopic] = {}
         #: W1: (group, node) -> whether this worker owns the node; ``None`` without workers
         self._owned: dict[tuple[str, str], bool] | None = {} if self.config.shard is not None else None
+        #: B2: no value in a smaller payload can exceed max_value_bytes / max_array_length (a
+        #: BooleanArray packs 8 elements per byte), so only larger payloads are scanned
+        limits = self.config.limits
+        self._scan_values_above = min(limits.max_value_bytes, limits.max_array_length // 8)
         self._session_ts: int | None = None
         self._connected = False
         self._was_connected = False
@@ -426,7 +432,7 @@ class Host:
             text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
         if isinstance(parsed, StateTopic):
             return self._on_state(parsed, payload, now_ms)
-        group, node_id, device = parsed.group, parsed.node, parsed.device
+        group, node_id = parsed.group, parsed.node
         if self._owned is not None:
             owned = self._owned.get((group, node_id))
             if owned is None:
@@ -472,6 +478,14 @@ class Host:
                     payload,
                 )
             ]
+        return self._route(parsed, decoded, payload, now_ms, text)
+
+    def _route(
+        self, parsed: SparkplugTopic, decoded: Payload, payload: bytes, now_ms: int, text: str
+    ) -> list[Effect]:
+        """A decoded message within the limits, to the rule for its type."""
+        group, node_id, device = parsed.group, parsed.node, parsed.device
+        limits = self.config.limits
         kind = parsed.message_type
         if kind in _COMMANDS:
             return []  # other hosts' (or our own) commands are not data (H5)
@@ -481,7 +495,7 @@ class Host:
             return self._on_ndeath(parsed, decoded, now_ms)
         node = self._nodes.get((group, node_id))
         if node is None or not node.online or node.expected is None:
-            effects = [
+            effects: list[Effect] = [
                 self._dead(
                     AnomalyKind.DATA_BEFORE_BIRTH,
                     f"{kind} for {group}/{node_id}{'/' + device if device else ''} before its node's NBIRTH",
@@ -598,6 +612,26 @@ class Host:
         )
         return self._birth_tail(effects, topic, payload, raw, now_ms, samples, problems)
 
+    def _refuse_oversized(
+        self, samples: list[Sample], effects: list[Effect], topic: SparkplugTopic, raw: bytes, now_ms: int
+    ) -> list[Sample]:
+        """B2: the samples within ``max_value_bytes`` / ``max_array_length``; the others are not
+        stored, and one LIMIT_EXCEEDED dead letter (appended to ``effects``) keeps the message. The
+        rest of the message applies: a birth still defines the metric."""
+        limits = self.config.limits
+        kept: list[Sample] = []
+        problems: list[str] = []
+        for sample in samples:
+            problem = _value_too_large(sample.value, limits)
+            if problem is None:
+                kept.append(sample)
+            else:
+                problems.append(f"metric {sample.metric.name!r}: {problem}")
+        if problems:
+            reason = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            effects.append(self._dead(AnomalyKind.LIMIT_EXCEEDED, reason, now_ms, str(topic), topic, raw))
+        return kept
+
     def _birth_tail(
         self,
         effects: list[Effect],
@@ -609,6 +643,8 @@ class Host:
         problems: list[str],
     ) -> list[Effect]:
         """What every birth ends with: its values, missing-timestamp reports, and its problems kept."""
+        if len(raw) > self._scan_values_above:
+            samples = self._refuse_oversized(samples, effects, topic, raw, now_ms)
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
         if payload.timestamp is None:
@@ -1018,6 +1054,8 @@ class Host:
                 )
             )
         effects: list[Effect] = []
+        if len(raw) > self._scan_values_above:
+            samples = self._refuse_oversized(samples, effects, topic, raw, now_ms)
         if samples:
             effects.append(Samples(tuple(samples), payload.seq))
         if payload.timestamp is None:
@@ -1218,6 +1256,22 @@ def _info(
     if description is None and metadata is not None and metadata.description:
         description = metadata.description
     return MetricInfo(group, node, device, name, datatype, alias, unit, description, properties, template_ref)
+
+
+def _value_too_large(value: object, limits: HostLimits) -> str | None:
+    """Why a sample's value breaks ``max_value_bytes`` / ``max_array_length``, or ``None``."""
+    if isinstance(value, str | bytes):
+        size = len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.max_value_bytes:
+            return f"a value of {size} bytes exceeds host.limits.max_value_bytes ({limits.max_value_bytes})"
+    elif isinstance(value, tuple) and len(value) > limits.max_array_length:
+        return f"{len(value)} elements exceed host.limits.max_array_length ({limits.max_array_length})"
+    elif isinstance(value, DataSet) and len(value.rows) > limits.max_array_length:
+        return (
+            f"a DataSet of {len(value.rows)} rows exceeds host.limits.max_array_length "
+            f"({limits.max_array_length})"
+        )
+    return None
 
 
 def _quality(props: PropertySet, default: Quality) -> Quality:
