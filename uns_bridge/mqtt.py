@@ -218,9 +218,14 @@ class HostSession:
                 await self._send(client, publish, wait=False)
         client.resume_reading()  # the broker's acknowledgement of the death must be read
         try:
+            state_sent = False
             for publish in await self.pipeline.disconnecting(now_ms()):
                 await self._send(client, publish, wait=publish.qos > 0, timeout=SHUTDOWN_ACK_TIMEOUT_S)
-            log.info("published STATE offline; disconnecting from %s", self.address)
+                state_sent = state_sent or publish.topic.startswith("spBv1.0/STATE/")
+            if state_sent:
+                log.info("published STATE offline; disconnecting from %s", self.address)
+            else:  # a worker other than 0 (host rule W1) has no STATE of its own
+                log.info("disconnecting from %s", self.address)
         except aiomqtt.MqttError as exc:
             log.warning("could not publish STATE offline before disconnecting: %s", exc)
         self.connected.clear()
