@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import subprocess
 import uuid
@@ -124,7 +125,9 @@ def _private_mosquitto(**kwargs: Any) -> Any:
         pytest.skip(str(exc))
 
 
-async def test_reconnect_goes_stale_then_state_and_rebirth_requests(group_id: str, uns_prefix: str) -> None:
+async def test_reconnect_goes_stale_then_state_and_rebirth_requests(
+    group_id: str, uns_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = _private_mosquitto(persistence=False)
     with broker:
         service = MqttBroker(broker.host, broker.port, "mosquitto")
@@ -152,6 +155,8 @@ async def test_reconnect_goes_stale_then_state_and_rebirth_requests(group_id: st
             await edge.close()
             broker.stop()
             await _wait(lambda: not session.is_connected, what="connection loss noticed")
+            # counted once the host has made everything STALE (a moment after is_connected drops)
+            await _wait(lambda: pipeline.metrics.connection_losses >= 1, what="the connection loss counted")
             assert pipeline.metrics.connection_losses == 1
             broker.start()
             async with Observer(
@@ -165,6 +170,11 @@ async def test_reconnect_goes_stale_then_state_and_rebirth_requests(group_id: st
                 # ... which the active host asks for
                 await seen.wait_for(lambda: f"spBv1.0/{group_id}/NCMD/N1" in seen.last, what="rebirth NCMD")
         await sink.close()
+    # the broker going away is a warning, not an event-loop error (e.g. a write callback on a closed fd)
+    loop_errors = [
+        r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR
+    ]
+    assert loop_errors == []
 
 
 async def test_tls_with_a_private_ca(tmp_path: Path, group_id: str) -> None:

@@ -173,8 +173,8 @@ class HostSession:
         log.warning(
             "lost the connection to %s%s; everything is STALE", self.address, f" ({reason})" if reason else ""
         )
+        await self.pipeline.connection_lost(now_ms())  # STALE at once, not after the close below
         await close_quietly(client, 1.0)
-        await self.pipeline.connection_lost(now_ms())
         self.first_attempt_done.set()
         return self._backoff.next_delay()
 

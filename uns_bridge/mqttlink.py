@@ -338,6 +338,31 @@ class FlowClient(aiomqtt.Client):
 
         self._loop.call_soon_threadsafe(opened)
 
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # aiomqtt's, less a race: it schedules add_writer with the fd number taken now, so when the
+        # broker goes away and the socket closes first, asyncio logs EBADF as an ERROR. The socket is
+        # asked for its fd when the registration runs instead.
+        def write() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken pipe: the connection is gone
+                self._mark_lost(exc)
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register() -> None:
+            fd = sock.fileno()
+            if fd > -1:
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.add_writer(fd, write)
+
+        self._loop.call_soon_threadsafe(register)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd > -1:
+            self._loop.remove_writer(fd)
+
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
         if fd > -1:
