@@ -141,19 +141,13 @@ async def _serve(config: Config, stop: asyncio.Event, extra: Extra | None) -> in
             with contextlib.suppress(BaseException):
                 await task
         await pipeline.close()
-        for leftover in leftovers:
-            await leftover.close(drain_timeout=5.0)
-            if leftover.pending:
+        for spooled in [*leftovers, *([forwarder] if forwarder is not None else [])]:
+            await spooled.close(drain_timeout=5.0)
+            if spooled.pending:
                 log.warning(
                     "%d batches stay in the spool %s for the next start",
-                    leftover.pending,
-                    leftover.spool.directory,
-                )
-        if forwarder is not None:
-            await forwarder.close(drain_timeout=5.0)
-            if forwarder.pending:
-                log.warning(
-                    "%d batches stay in the spool %s for the next start", forwarder.pending, config.spool.dir
+                    spooled.pending,
+                    spooled.spool.directory,
                 )
         if http is not None:
             await http.stop()

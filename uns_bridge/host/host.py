@@ -432,7 +432,7 @@ class Host:
             text = topic if isinstance(topic, str) else bytes(topic).decode("utf-8", "replace")
         if isinstance(parsed, StateTopic):
             return self._on_state(parsed, payload, now_ms)
-        group, node_id = parsed.group, parsed.node
+        group, node_id, device = parsed.group, parsed.node, parsed.device
         if self._owned is not None:
             owned = self._owned.get((group, node_id))
             if owned is None:
@@ -478,14 +478,6 @@ class Host:
                     payload,
                 )
             ]
-        return self._route(parsed, decoded, payload, now_ms, text)
-
-    def _route(
-        self, parsed: SparkplugTopic, decoded: Payload, payload: bytes, now_ms: int, text: str
-    ) -> list[Effect]:
-        """A decoded message within the limits, to the rule for its type."""
-        group, node_id, device = parsed.group, parsed.node, parsed.device
-        limits = self.config.limits
         kind = parsed.message_type
         if kind in _COMMANDS:
             return []  # other hosts' (or our own) commands are not data (H5)
@@ -495,7 +487,7 @@ class Host:
             return self._on_ndeath(parsed, decoded, now_ms)
         node = self._nodes.get((group, node_id))
         if node is None or not node.online or node.expected is None:
-            effects: list[Effect] = [
+            effects = [
                 self._dead(
                     AnomalyKind.DATA_BEFORE_BIRTH,
                     f"{kind} for {group}/{node_id}{'/' + device if device else ''} before its node's NBIRTH",
@@ -628,8 +620,9 @@ class Host:
             else:
                 problems.append(f"metric {sample.metric.name!r}: {problem}")
         if problems:
-            reason = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
-            effects.append(self._dead(AnomalyKind.LIMIT_EXCEEDED, reason, now_ms, str(topic), topic, raw))
+            effects.append(
+                self._dead(AnomalyKind.LIMIT_EXCEEDED, _summary(problems, 5), now_ms, str(topic), topic, raw)
+            )
         return kept
 
     def _birth_tail(
@@ -1064,8 +1057,7 @@ class Host:
             effects.append(
                 self._dead(
                     AnomalyKind(unknown) if unknown else AnomalyKind.TYPE_MISMATCH,
-                    "; ".join(problems[:10])
-                    + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""),
+                    _summary(problems, 10),
                     now_ms,
                     str(topic),
                     topic,
@@ -1256,6 +1248,12 @@ def _info(
     if description is None and metadata is not None and metadata.description:
         description = metadata.description
     return MetricInfo(group, node, device, name, datatype, alias, unit, description, properties, template_ref)
+
+
+def _summary(problems: list[str], shown: int) -> str:
+    """The first ``shown`` problems joined, and how many more there were."""
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _value_too_large(value: object, limits: HostLimits) -> str | None:

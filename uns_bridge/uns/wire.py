@@ -157,7 +157,7 @@ class PublishSession:
         self._keepalive_task: asyncio.Task[None] | None = None
         #: QoS 2 packet ids between PUBLISH and PUBCOMP, and QoS 2 packets queued behind them
         self._qos2_in_flight: set[int] = set()
-        self._qos2_waiting: collections.deque[bytes] = collections.deque()
+        self._qos2_waiting: collections.deque[tuple[int, bytes]] = collections.deque()
 
     # ---------------------------------------------------------------------------------- life cycle
     @classmethod
@@ -247,11 +247,8 @@ class PublishSession:
             self.unacked.pop(mid, None)
             raise
         if qos == 2:
-            if len(self._qos2_in_flight) >= self.max_inflight_qos2:
-                self._qos2_waiting.append(packet)
-            else:
-                self._qos2_in_flight.add(mid)
-                self._write(packet)
+            self._qos2_waiting.append((mid, packet))
+            self._release_qos2()
         else:
             self._write(packet)
         self.published += 1
@@ -406,15 +403,8 @@ class PublishSession:
         """Send queued QoS 2 packets while the in-flight window has room."""
         waiting = self._qos2_waiting
         while waiting and len(self._qos2_in_flight) < self.max_inflight_qos2:
-            packet = waiting.popleft()
-            # the packet id sits right after the topic: 1 fixed-header byte, the remaining length,
-            # then a 2-byte topic length and the topic
-            at = 1
-            while packet[at] & 0x80:
-                at += 1
-            at += 1
-            at += 2 + ((packet[at] << 8) | packet[at + 1])
-            self._qos2_in_flight.add((packet[at] << 8) | packet[at + 1])
+            mid, packet = waiting.popleft()
+            self._qos2_in_flight.add(mid)
             self._write(packet)
 
     @staticmethod
