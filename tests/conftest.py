@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests import services
+from tests.private_servers import make_test_ca
 from uns_bridge.embedded import EmbeddedBroker
 
 
@@ -63,3 +65,12 @@ def group_id() -> str:
 def uns_prefix() -> str:
     """A UNS topic prefix of this test's own."""
     return services.unique_name("uns")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
+    """(ca, server cert, server key, an unrelated CA)."""
+    root = tmp_path_factory.mktemp("pki")
+    ca, cert, key = make_test_ca(root / "good")
+    other_ca, _, _ = make_test_ca(root / "other")
+    return ca, cert, key, other_ca

@@ -14,19 +14,10 @@ import aiomqtt
 import asyncpg
 import pytest
 
-from tests.private_servers import PrivateMosquitto, PrivatePostgres, make_test_ca, postgres_bin_dir
+from tests.private_servers import PrivateMosquitto, PrivatePostgres, postgres_bin_dir
 from uns_bridge.config import MqttConfig, TlsConfig
 
 mqttlink = pytest.importorskip("uns_bridge.mqttlink", reason="the MQTT connection module has not landed yet")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
-    """(ca, server cert, server key, an unrelated CA)."""
-    root = tmp_path_factory.mktemp("pki")
-    ca, cert, key = make_test_ca(root / "good")
-    other_ca, _, _ = make_test_ca(root / "other")
-    return ca, cert, key, other_ca
 
 
 @pytest.fixture(scope="module")

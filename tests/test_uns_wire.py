@@ -19,7 +19,7 @@ import aiomqtt
 import pytest
 
 from tests import services
-from tests.private_servers import PrivateMosquitto, make_test_ca, mosquitto_binary
+from tests.private_servers import PrivateMosquitto, mosquitto_binary
 from uns_bridge.config import MqttConfig, UnsConfig
 from uns_bridge.mqttlink import BrokerAddress, explain_connect_error
 from uns_bridge.uns.publisher import PublishInterrupted, UnsPublisher
@@ -250,24 +250,17 @@ def uns_publisher(url: str, prefix: str, qos: int) -> Publish:
 # ------------------------------------------------------------------------------------ real brokers
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("qos", [0, 1, 2])
-async def test_mosquitto_session_delivers_everything(qos: int, uns_prefix: str) -> None:
+@pytest.mark.parametrize("through", ["session", "uns publisher"])
+async def test_mosquitto_delivers_everything(through: str, qos: int, uns_prefix: str) -> None:
     broker = services.local_mosquitto()
     if broker is None:
         pytest.skip("no local Mosquitto")
-    await check_delivery(
-        broker.host, broker.port, uns_prefix, qos, 2000, session_publisher(broker.host, broker.port, qos)
+    publish = (
+        session_publisher(broker.host, broker.port, qos)
+        if through == "session"
+        else uns_publisher(broker.url, uns_prefix, qos)
     )
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("qos", [0, 1, 2])
-async def test_mosquitto_uns_publisher_delivers_everything(qos: int, uns_prefix: str) -> None:
-    broker = services.local_mosquitto()
-    if broker is None:
-        pytest.skip("no local Mosquitto")
-    await check_delivery(
-        broker.host, broker.port, uns_prefix, qos, 2000, uns_publisher(broker.url, uns_prefix, qos)
-    )
+    await check_delivery(broker.host, broker.port, uns_prefix, qos, 2000, publish)
 
 
 @pytest.mark.timeout(120)
@@ -326,14 +319,6 @@ async def test_password_file_broker(auth_broker: PrivateMosquitto, tmp_path: Pat
         assert not publisher.is_connected
     finally:
         await publisher.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
-    root = tmp_path_factory.mktemp("wire-pki")
-    ca, cert, key = make_test_ca(root / "good")
-    other_ca, _, _ = make_test_ca(root / "other")
-    return ca, cert, key, other_ca
 
 
 @needs_mosquitto
