@@ -10,6 +10,7 @@ from tests.fuzz.wire import f_bytes, key, mutated, payload, payload_bytes, varin
 
 codec = pytest.importorskip("uns_bridge.sparkplug.payload", reason="the codec has not landed yet")
 decode_payload = codec.decode_payload
+decode = pytest.importorskip("uns_bridge.sparkplug.decode")
 encode_payload = codec.encode_payload
 resolve_metric = codec.resolve_metric
 PayloadError = codec.PayloadError
@@ -19,12 +20,17 @@ SOAK = settings(max_examples=1_000_000, deadline=None, suppress_health_check=lis
 
 
 def check_one(data: bytes) -> None:
-    """The property: a Payload, or a PayloadError with a message; a decoded payload re-encodes and resolves."""
+    """The property: a Payload, or a PayloadError with a message; a decoded payload re-encodes and resolves;
+    the native fast path, where it answers, answers as the Python decoder does."""
+    native = decode._native_decode(data) if decode._native_decode is not None else None
     try:
         decoded = decode_payload(data)
     except PayloadError as exc:
         assert str(exc), "a PayloadError says what is wrong"
+        assert native is None, "the native path accepted a payload the Python decoder rejects"
         return
+    if native is not None:
+        assert repr(native) == repr(decode.decode_payload_python(data))
     assert isinstance(decoded, tuple) and hasattr(decoded, "metrics")
     for metric in decoded.metrics:
         for datatype in (metric.datatype, 3, 4, 8, 10, 12, 16, 19, 33, 99):

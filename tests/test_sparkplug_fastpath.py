@@ -1,4 +1,5 @@
-"""The fast decode path (plain DATA metrics, bytes accounted for) agrees with the thorough path.
+"""The decode paths agree: native (C, plain DATA read from the wire bytes), fast (plain DATA metrics,
+bytes accounted for) and thorough.
 
 Payloads are built at the wire level: plain alias/timestamp/value metrics, optionally with a datatype,
 and with hostile additions the fast path must notice — an extra field it does not read, an extension,
@@ -18,8 +19,13 @@ from uns_bridge.sparkplug import decode
 from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
 from uns_bridge.sparkplug.datatypes import DataType as T
 from uns_bridge.sparkplug.payload import PayloadError, decode_payload
+from uns_bridge.sparkplug.values import Metric, Payload
 
 PB: Any = pb.Payload
+native = decode._native_decode
+needs_native = pytest.mark.skipif(
+    native is None, reason="the native decoder was not built (no C compiler when the package was installed)"
+)
 
 
 def varint(value: int) -> bytes:
@@ -110,6 +116,29 @@ def outcome(fn: Any, *args: Any) -> object:
 def test_fast_and_thorough_paths_agree(data: bytes) -> None:
     thorough = outcome(lambda d: decode._decode_thorough(PB.FromString(d), d), data)
     assert outcome(decode_payload, data) == thorough
+    assert outcome(decode.decode_payload_python, data) == thorough
+
+
+@needs_native
+@settings(max_examples=600, deadline=None)
+@given(payload_bytes())
+def test_native_path_answers_only_what_the_python_paths_answer_alike(data: bytes) -> None:
+    """Where the native path answers, the answer is the Python decoder's; it never answers a payload the
+    Python decoder rejects, and never raises."""
+    assert native is not None
+    answer = native(data)
+    if answer is not None:
+        assert ("ok", repr(answer)) == outcome(decode.decode_payload_python, data)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_native_path_on_arbitrary_bytes(data: bytes) -> None:
+    assert native is not None
+    answer = native(data)
+    if answer is not None:
+        assert ("ok", repr(answer)) == outcome(decode.decode_payload_python, data)
 
 
 @settings(max_examples=200, deadline=None)
@@ -128,6 +157,11 @@ def test_plain_data_takes_the_fast_path(numbers: list[int], typed: bool, data: s
     assert fast is not None
     assert fast == decode._decode_thorough(PB.FromString(body), body) or "nan" in repr(fast)
     assert [m.alias for m in fast.metrics] == [i * 97 for i in range(len(numbers))]
+    if native is not None:
+        answer = native(body)
+        assert answer is not None, "plain DATA is what the native path is for"
+        assert type(answer) is Payload and all(type(m) is Metric for m in answer.metrics)
+        assert repr(answer) == repr(fast)
 
 
 def test_hostile_additions_leave_the_fast_path() -> None:
@@ -137,8 +171,10 @@ def test_hostile_additions_leave_the_fast_path() -> None:
     for extra in HOSTILE[1:]:
         data = length_delimited(2, plain + extra)
         assert decode._decode_fast(PB.FromString(data), len(data)) is None, extra
+        assert native is None or native(data) is None, extra
     data = length_delimited(2, plain)
     assert decode._decode_fast(PB.FromString(data), len(data)) is not None
+    assert native is None or native(data) == decode._decode_fast(PB.FromString(data), len(data))
     # what the thorough path then makes of them
     assert decode_payload(length_delimited(2, plain + field(5, 0, b"\x01"))).metrics[0].is_historical
     assert decode_payload(length_delimited(2, plain + field(2, 0, b"\x07"))).metrics[0].alias == 7
@@ -168,6 +204,63 @@ def test_fast_path_errors_name_the_alias() -> None:
         assert str(exc) == "metric alias 7: 1000 is out of range for a 8-bit signed integer"
     else:
         raise AssertionError("an out-of-range Int8 was accepted")
+    assert native is None or native(data) is None, "an error is the Python decoder's to word"
     negative = length_delimited(2, metric + field(10, 0, varint((1 << 32) - 128)))
     assert decode._decode_fast(PB.FromString(negative), len(negative)) is not None
     assert decode_payload(negative).metrics[0].value == -128
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("datatype", "number", "wire_value", "expected"),
+    [
+        (T.Int8, 10, 0xFF, -1),  # value + 2^8
+        (T.Int8, 10, (1 << 32) - 1, -1),  # 32-bit sign extension
+        (T.Int8, 11, (1 << 64) - 128, -128),  # 64-bit sign extension
+        (T.Int16, 10, 0x8000, -32768),
+        (T.Int32, 10, (1 << 32) - 5, -5),
+        (T.Int32, 11, (1 << 64) - 5, -5),
+        (T.Int64, 11, (1 << 64) - 1, -1),
+        (T.UInt8, 10, 255, 255),
+        (T.UInt32, 10, (1 << 32) - 1, (1 << 32) - 1),
+        (T.UInt64, 11, (1 << 64) - 1, (1 << 64) - 1),
+        (T.DateTime, 11, 1_777_777_777_777, 1_777_777_777_777),
+        (T.Boolean, 14, 1, True),
+        (T.Int8, 10, 0x100, None),  # out of range: the Python decoder says so
+        (T.UInt8, 10, 256, None),
+        (T.Int16, 11, 1 << 40, None),
+        (T.Float, 10, 1, None),  # the wrong value field for the datatype
+        (T.String, 10, 1, None),  # a string needs string_value
+        (T.Int8Array, 10, 1, None),  # a datatype the native path does not decode
+        (0, 10, 1, None),  # Unknown
+    ],
+)
+def test_native_integer_conventions(datatype: int, number: int, wire_value: int, expected: object) -> None:
+    """The signed-integer conventions byte by byte: field tags 0x50 (int_value) and 0x58 (long_value)."""
+    assert native is not None
+    metric = b"\x10\x07" + b"\x18\x01" + field(4, 0, varint(datatype)) + field(number, 0, varint(wire_value))
+    data = length_delimited(2, metric)
+    answer = native(data)
+    if expected is None:
+        assert answer is None
+        return
+    assert answer is not None
+    assert answer.metrics[0].value == expected and type(answer.metrics[0].value) is type(expected)
+    assert answer == decode.decode_payload_python(data)
+
+
+@needs_native
+def test_native_payload_fields() -> None:
+    assert native is not None
+    metric = length_delimited(2, b"\x10\x01\x18\x02\x69" + struct.pack("<d", 2.5))
+    data = field(1, 0, varint(1_777_777_777_777)) + metric + field(3, 0, b"\x2a")
+    assert native(data) == Payload(1_777_777_777_777, (Metric(None, 1, 2, None, 2.5),), seq=42)
+    with_uuid = data + length_delimited(4, "µ-1".encode()) + length_delimited(5, b"\x00\x01")
+    answer = native(with_uuid)
+    assert answer is not None and (answer.uuid, answer.body) == ("µ-1", b"\x00\x01")
+    assert native(data + length_delimited(4, b"\xff")) is None  # not UTF-8: the Python decoder says so
+    assert native(data + field(3, 0, b"\x01")) is None  # seq twice
+    assert native(data[:-1]) is None  # truncated
+    assert native(b"") == Payload(None, ())
+    with pytest.raises(TypeError):
+        native(bytearray(data))  # type: ignore[arg-type]

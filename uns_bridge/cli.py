@@ -29,7 +29,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"uns-bridge {__version__}")
+        from uns_bridge.sparkplug.decode import DECODER
+
+        typer.echo(f"uns-bridge {__version__} (Sparkplug decoder: {DECODER})")
         raise typer.Exit()
 
 

@@ -1,7 +1,11 @@
 """Sparkplug B payload bytes → the immutable values of :mod:`uns_bridge.sparkplug.values`.
 
-Two paths give the same result:
+Three paths give the same result:
 
+* **native** (:mod:`uns_bridge.sparkplug._native`, built from ``_native.c`` when the package is installed
+  with a C compiler): the common DATA payload read straight from the wire bytes, without a protobuf
+  message in between. It answers only where the answer is certain and hands everything else — including
+  every malformed payload — to the Python paths below.
 * **fast** (the common DATA metric: alias, timestamp, optionally datatype, and a numeric, boolean or bytes
   value). Per metric it reads only those fields and adds up the bytes they take on the wire. When the sum
   equals the payload's length, nothing else was sent — no name, flag, metadata, property, unknown field
@@ -46,6 +50,18 @@ _WHICH = _PB_PAYLOAD.Metric.WhichOneof
 _HAS = _PB_PAYLOAD.Metric.HasField
 _NEW = tuple.__new__
 _METADATA_FIELDS = tuple(MetaData.__dataclass_fields__)
+
+_native_decode: Callable[[bytes], Payload | None] | None
+try:
+    from uns_bridge.sparkplug import _native
+except ImportError:  # installed without a C compiler: the Python paths do all the work
+    _native_decode = None
+else:
+    _native.setup(Metric, Payload)
+    _native_decode = _native.decode
+
+#: which decoder answers the common DATA payload (reported by the benchmarks and ``uns-bridge --version``)
+DECODER = "native" if _native_decode is not None else "python"
 
 #: per value field, per datatype: the bound below which the wire value is already the typed value
 #: (fast path; anything else goes through the datatype's coercer, which converts or rejects it)
@@ -96,6 +112,15 @@ def decode_payload(data: bytes | bytearray | memoryview) -> Payload:
     """Decode a Sparkplug B payload. Raises :class:`PayloadError` with the reason on any bad input."""
     if type(data) is not bytes:
         data = bytes(data)
+    if _native_decode is not None:
+        payload = _native_decode(data)
+        if payload is not None:
+            return payload
+    return decode_payload_python(data)
+
+
+def decode_payload_python(data: bytes) -> Payload:
+    """:func:`decode_payload` without the native fast path (the reference the native path is tested against)."""
     try:
         message = _FROM_STRING(data)
     except DecodeError as exc:
