@@ -264,3 +264,24 @@ def test_native_payload_fields() -> None:
     assert native(b"") == Payload(None, ())
     with pytest.raises(TypeError):
         native(bytearray(data))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["no module", "UNS_BRIDGE_DECODER=python"])
+def test_without_the_native_module_the_python_decoder_does_the_work(how: str) -> None:
+    """An install without a C compiler has no ``_native``, and the environment can turn it off: decoding
+    still works, in Python."""
+    import os
+    import subprocess
+    import sys
+
+    hide = "import sys; sys.modules['uns_bridge.sparkplug._native'] = None\n" if how == "no module" else ""
+    script = (
+        f"{hide}from uns_bridge.sparkplug import decode\n"
+        "payload = decode.decode_payload(bytes.fromhex('120b100718022009650000c03f'))\n"
+        "print(decode.DECODER, payload.metrics[0].alias, payload.metrics[0].value)\n"
+    )
+    env = {**os.environ, "UNS_BRIDGE_DECODER": "python" if hide == "" else ""}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert result.stdout.split() == ["python", "7", "1.5"]
