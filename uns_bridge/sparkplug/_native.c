@@ -25,8 +25,13 @@
 static PyTypeObject *metric_type;  /* uns_bridge.sparkplug.values.Metric (a tuple subclass) */
 static PyTypeObject *payload_type; /* uns_bridge.sparkplug.values.Payload */
 
-#define FALLBACK 1  /* not in the subset: the Python decoder takes over */
-#define FAILED (-1) /* a Python exception is set (memory) */
+#define FALLBACK 1 /* not in the subset: the Python decoder takes over */
+
+/* field numbers of the schema (schemas/sparkplug_b.proto) */
+enum { P_TIMESTAMP = 1, P_METRICS, P_SEQ, P_UUID, P_BODY };
+enum { M_ALIAS = 2, M_TIMESTAMP, M_DATATYPE, M_INT = 10, M_LONG, M_FLOAT, M_DOUBLE, M_BOOLEAN, M_STRING,
+       M_BYTES };
+#define HAS(seen, field) (((seen) >> (field)) & 1u)
 
 /* Sparkplug datatypes the subset decodes to typed values */
 enum { DT_INT8 = 1, DT_INT16, DT_INT32, DT_INT64, DT_UINT8, DT_UINT16, DT_UINT32, DT_UINT64,
@@ -61,6 +66,17 @@ static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *
         }
     }
     return 0;
+}
+
+/* A field's tag split into number and wire type; 0 when truncated. */
+static inline int read_tag(const uint8_t **pp, const uint8_t *end, uint64_t *field, unsigned *wire)
+{
+    uint64_t tag;
+    if (!read_varint(pp, end, &tag))
+        return 0;
+    *field = tag >> 3;
+    *wire = (unsigned)(tag & 7);
+    return 1;
 }
 
 /* A length-delimited field's bytes; 0 when the length runs past the end. */
@@ -98,39 +114,36 @@ static int read_metric(const uint8_t *p, const uint8_t *end, metric_fields *m)
 {
     memset(m, 0, sizeof *m);
     while (p < end) {
-        uint64_t tag, field, wire;
-        if (!read_varint(&p, end, &tag))
-            return FALLBACK;
-        field = tag >> 3;
-        wire = tag & 7;
-        if (field > 16 || (m->seen & (1u << field)))
-            return FALLBACK; /* not read here, or sent twice */
+        uint64_t field;
+        unsigned wire;
+        if (!read_tag(&p, end, &field, &wire) || field > M_BYTES || HAS(m->seen, field))
+            return FALLBACK; /* truncated, not read here, or sent twice */
         m->seen |= 1u << field;
         switch (field) {
-        case 2:
-        case 3:
-        case 4:
-        case 10:
-        case 11:
-        case 14: {
+        case M_ALIAS:
+        case M_TIMESTAMP:
+        case M_DATATYPE:
+        case M_INT:
+        case M_LONG:
+        case M_BOOLEAN: {
             uint64_t value;
             if (wire != WT_VARINT || !read_varint(&p, end, &value))
                 return FALLBACK;
-            if (field == 2)
+            if (field == M_ALIAS)
                 m->alias = value;
-            else if (field == 3)
+            else if (field == M_TIMESTAMP)
                 m->timestamp = value;
-            else if (field == 4)
+            else if (field == M_DATATYPE)
                 m->datatype = (uint32_t)value; /* a uint32 field keeps the low 32 bits */
             else {
                 if (m->kind != V_NONE)
                     return FALLBACK;
-                m->kind = field == 10 ? V_INT : field == 11 ? V_LONG : V_BOOLEAN;
-                m->integer = field == 10 ? (uint32_t)value : field == 11 ? value : value != 0;
+                m->kind = field == M_INT ? V_INT : field == M_LONG ? V_LONG : V_BOOLEAN;
+                m->integer = field == M_INT ? (uint32_t)value : field == M_LONG ? value : value != 0;
             }
             break;
         }
-        case 12:
+        case M_FLOAT:
             if (wire != WT_FIXED32 || end - p < 4 || m->kind != V_NONE)
                 return FALLBACK;
             {
@@ -142,7 +155,7 @@ static int read_metric(const uint8_t *p, const uint8_t *end, metric_fields *m)
             m->kind = V_FLOAT;
             p += 4;
             break;
-        case 13:
+        case M_DOUBLE:
             if (wire != WT_FIXED64 || end - p < 8 || m->kind != V_NONE)
                 return FALLBACK;
             {
@@ -152,11 +165,11 @@ static int read_metric(const uint8_t *p, const uint8_t *end, metric_fields *m)
             m->kind = V_DOUBLE;
             p += 8;
             break;
-        case 15:
-        case 16:
+        case M_STRING:
+        case M_BYTES:
             if (wire != WT_LEN || m->kind != V_NONE || !read_len(&p, end, &m->bytes, &m->bytes_size))
                 return FALLBACK;
-            m->kind = field == 15 ? V_STRING : V_BYTES;
+            m->kind = field == M_STRING ? V_STRING : V_BYTES;
             break;
         default:
             return FALLBACK;
@@ -165,10 +178,11 @@ static int read_metric(const uint8_t *p, const uint8_t *end, metric_fields *m)
     return m->kind == V_NONE ? FALLBACK : 0;
 }
 
-/* A string value; NULL without an exception set when it is not valid UTF-8 (the Python decoder says so). */
-static PyObject *text_value(const metric_fields *m)
+/* A string field's text; NULL without an exception set when it is not valid UTF-8 (the Python decoder
+ * says so). */
+static PyObject *utf8_text(const uint8_t *start, Py_ssize_t size)
 {
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)m->bytes, m->bytes_size, NULL);
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, size, NULL);
     if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
         PyErr_Clear();
     return text;
@@ -187,7 +201,7 @@ static PyObject *wire_value(const metric_fields *m)
     case V_BOOLEAN:
         return PyBool_FromLong((long)m->integer);
     case V_STRING:
-        return text_value(m);
+        return utf8_text(m->bytes, m->bytes_size);
     default:
         return PyBytes_FromStringAndSize((const char *)m->bytes, m->bytes_size);
     }
@@ -247,7 +261,7 @@ static PyObject *typed_value(const metric_fields *m)
     case DT_STRING:
     case DT_TEXT:
     case DT_UUID:
-        return m->kind == V_STRING ? text_value(m) : NULL;
+        return m->kind == V_STRING ? utf8_text(m->bytes, m->bytes_size) : NULL;
     case DT_BYTES:
     case DT_FILE:
         return m->kind == V_BYTES ? PyBytes_FromStringAndSize((const char *)m->bytes, m->bytes_size) : NULL;
@@ -259,6 +273,17 @@ static PyObject *typed_value(const metric_fields *m)
 static PyObject *new_record(PyTypeObject *type, Py_ssize_t size)
 {
     return type->tp_alloc(type, size);
+}
+
+/* Stores `item` (a new reference, or NULL on failure) as field `index` of a record just allocated;
+ * -1 when it is NULL, so a chain of put() || put() stops at the first failure. Deallocating the record
+ * releases what was stored. */
+static inline int put(PyObject *record, Py_ssize_t index, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    PyTuple_SET_ITEM(record, index, item);
+    return 0;
 }
 
 static inline PyObject *optional_u64(int present, uint64_t value)
@@ -274,7 +299,7 @@ static PyObject *decode_metric(const uint8_t *p, const uint8_t *end)
     metric_fields m;
     if (read_metric(p, end, &m) == FALLBACK)
         return NULL;
-    int typed = (m.seen >> 4) & 1;
+    int typed = HAS(m.seen, M_DATATYPE);
     PyObject *value = typed ? typed_value(&m) : wire_value(&m);
     if (value == NULL)
         return NULL;
@@ -283,22 +308,14 @@ static PyObject *decode_metric(const uint8_t *p, const uint8_t *end)
         Py_DECREF(value);
         return NULL;
     }
-    PyObject *alias = optional_u64((m.seen >> 2) & 1, m.alias);
-    PyObject *timestamp = optional_u64((m.seen >> 3) & 1, m.timestamp);
-    PyObject *datatype = optional_u64(typed, m.datatype);
-    if (alias == NULL || timestamp == NULL || datatype == NULL) {
-        Py_XDECREF(alias);
-        Py_XDECREF(timestamp);
-        Py_XDECREF(datatype);
-        Py_DECREF(value);
+    PyTuple_SET_ITEM(metric, 4, value);
+    if (put(metric, 1, optional_u64(HAS(m.seen, M_ALIAS), m.alias)) ||
+        put(metric, 2, optional_u64(HAS(m.seen, M_TIMESTAMP), m.timestamp)) ||
+        put(metric, 3, optional_u64(typed, m.datatype))) {
         Py_DECREF(metric);
         return NULL;
     }
     PyTuple_SET_ITEM(metric, 0, Py_NewRef(Py_None)); /* name */
-    PyTuple_SET_ITEM(metric, 1, alias);
-    PyTuple_SET_ITEM(metric, 2, timestamp);
-    PyTuple_SET_ITEM(metric, 3, datatype);
-    PyTuple_SET_ITEM(metric, 4, value);
     PyTuple_SET_ITEM(metric, 5, Py_NewRef(Py_False)); /* is_historical */
     PyTuple_SET_ITEM(metric, 6, Py_NewRef(Py_False)); /* is_transient */
     PyTuple_SET_ITEM(metric, 7, Py_NewRef(Py_False)); /* is_null */
@@ -328,12 +345,11 @@ static PyObject *decode(PyObject *module, PyObject *arg)
     if (metrics == NULL)
         return NULL;
     while (p < end) {
-        uint64_t tag, field, wire;
-        if (!read_varint(&p, end, &tag))
+        uint64_t field;
+        unsigned wire;
+        if (!read_tag(&p, end, &field, &wire))
             goto fallback;
-        field = tag >> 3;
-        wire = tag & 7;
-        if (field == 2) {
+        if (field == P_METRICS) {
             const uint8_t *start;
             Py_ssize_t size;
             if (wire != WT_LEN || !read_len(&p, end, &start, &size))
@@ -347,41 +363,33 @@ static PyObject *decode(PyObject *module, PyObject *arg)
                 goto error;
             continue;
         }
-        if (field < 1 || field > 5 || (seen & (1u << field)))
+        if (field < P_TIMESTAMP || field > P_BODY || HAS(seen, field))
             goto fallback; /* extensions, unknown fields, a field sent twice */
         seen |= 1u << field;
-        if (field == 1 || field == 3) {
-            if (wire != WT_VARINT || !read_varint(&p, end, field == 1 ? &timestamp : &seq))
+        if (field == P_TIMESTAMP || field == P_SEQ) {
+            if (wire != WT_VARINT || !read_varint(&p, end, field == P_TIMESTAMP ? &timestamp : &seq))
                 goto fallback;
-        } else if (wire != WT_LEN || !read_len(&p, end, field == 4 ? &uuid : &body,
-                                               field == 4 ? &uuid_size : &body_size)) {
+        } else if (wire != WT_LEN || !read_len(&p, end, field == P_UUID ? &uuid : &body,
+                                               field == P_UUID ? &uuid_size : &body_size)) {
             goto fallback;
         }
     }
     PyObject *payload = new_record(payload_type, 5);
     if (payload == NULL)
         goto error;
-    PyObject *items[5];
-    items[0] = optional_u64((seen >> 1) & 1, timestamp);
-    items[1] = PyList_AsTuple(metrics);
-    items[2] = optional_u64((seen >> 3) & 1, seq);
-    items[3] = uuid ? PyUnicode_DecodeUTF8((const char *)uuid, uuid_size, NULL) : Py_NewRef(Py_None);
-    items[4] = body ? PyBytes_FromStringAndSize((const char *)body, body_size) : Py_NewRef(Py_None);
+    int failed = put(payload, 1, PyList_AsTuple(metrics)) ||
+                 put(payload, 0, optional_u64(HAS(seen, P_TIMESTAMP), timestamp)) ||
+                 put(payload, 2, optional_u64(HAS(seen, P_SEQ), seq)) ||
+                 put(payload, 3, uuid ? utf8_text(uuid, uuid_size) : Py_NewRef(Py_None)) ||
+                 put(payload, 4, body ? PyBytes_FromStringAndSize((const char *)body, body_size)
+                                      : Py_NewRef(Py_None));
     Py_DECREF(metrics);
-    for (int i = 0; i < 5; i++) {
-        if (items[i] == NULL) {
-            for (int j = 0; j < 5; j++)
-                Py_XDECREF(items[j]);
-            Py_DECREF(payload);
-            if (i == 3 && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                PyErr_Clear(); /* the Python decoder names the field */
-                Py_RETURN_NONE;
-            }
-            return NULL;
-        }
+    if (failed) {
+        Py_DECREF(payload);
+        if (PyErr_Occurred())
+            return NULL; /* memory */
+        Py_RETURN_NONE;  /* the uuid is not UTF-8: the Python decoder names the field */
     }
-    for (int i = 0; i < 5; i++)
-        PyTuple_SET_ITEM(payload, i, items[i]);
     return payload;
 
 fallback:
