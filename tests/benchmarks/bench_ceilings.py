@@ -3,7 +3,8 @@
 * broker: a minimal paho subscriber (own process) receiving the same DDATA from the local Mosquitto,
   100-metric and 1-metric messages, publisher blasting as fast as the socket takes it;
 * database: asyncpg binary COPY of the same rows (metric id, time, double) into a narrow table with an
-  index on (metric_id, time), 10k-row batches, one and two connections;
+  index on (metric_id, time), 10k-row batches in metric order (as the bridge copies), one and two
+  connections;
 * pipeline: paho receive -> protobuf parse -> rows -> COPY on two connections (own process): the least a
   bridge must do, so the bridge's end-to-end throughput is judged against it.
 
@@ -35,7 +36,7 @@ from tests.benchmarks._harness import (
     unique,
 )
 from tests.benchmarks._publisher import Fleet
-from tests.benchmarks._sinks import BATCH_ROWS, NARROW_DDL, NARROW_TABLE
+from tests.benchmarks._sinks import BATCH_ROWS, NARROW_DDL, NARROW_TABLE, metric_first
 
 SUITE = "ceilings"
 #: messages the publisher may run ahead of a ceiling sink (an unlimited blast makes Mosquitto drop QoS 0;
@@ -122,7 +123,10 @@ async def copy_ceiling(
     conns = [await asyncpg.connect(dsn) for _ in range(writers)]
     try:
         await conns[0].execute(f"drop table if exists {NARROW_TABLE}; {NARROW_DDL}")
-        batches = [rows[i : i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
+        # each batch in metric order, as the bridge copies its batches (see StoreWriter._write_samples)
+        batches = [
+            sorted(rows[i : i + BATCH_ROWS], key=metric_first) for i in range(0, len(rows), BATCH_ROWS)
+        ]
         cpu = CpuMeter({"postgres": await postgres_backends(dsn, database)})
 
         async def write(conn: asyncpg.Connection, mine: list[list[tuple[int, dt.datetime, float]]]) -> None:

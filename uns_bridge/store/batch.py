@@ -22,11 +22,14 @@ SAMPLE_COLUMNS = (
     "time", "metric_id", "vhash", "kind", "quality", "is_historical",
     "v_int", "v_float", "v_bool", "v_text", "v_bytes", "v_json", "v_floats",
 )  # fmt: skip
+#: their types, as :mod:`uns_bridge.store.pgcopy` column kinds
+SAMPLE_KINDS = b"Tqqhh?qd?tyjD"
 #: column order of ``uns.metric_current`` rows
 CURRENT_COLUMNS = (
     "metric_id", "time", "kind", "quality", "is_historical",
     "v_int", "v_float", "v_bool", "v_text", "v_bytes", "v_json", "v_floats",
 )  # fmt: skip
+CURRENT_KINDS = b"qThh?qd?tyjD"
 
 _CODEC_VERSION = 1
 

@@ -76,13 +76,16 @@ from uns_bridge.sparkplug.datatypes import datatype_name
 from uns_bridge.store import values as V
 from uns_bridge.store.batch import (
     CURRENT_COLUMNS,
+    CURRENT_KINDS,
     SAMPLE_COLUMNS,
+    SAMPLE_KINDS,
     Batch,
     BatchCodec,
     ms_to_pg_us,
     stable_id,
 )
 from uns_bridge.store.forward import is_transient
+from uns_bridge.store.pgcopy import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ _pack_d = struct.Struct("<d").pack
 _unpack_q = struct.Struct("<q").unpack
 _encode = V.encode
 _first = operator.itemgetter(0)
+#: a sample row's metric id: batches are copied in metric order (see :meth:`StoreWriter._write_samples`)
+_metric_of = operator.itemgetter(1)
 _HOUR_US = 3_600_000_000
 #: PostgreSQL's timestamptz range in µs since 2000 (4714-11-24 BC .. 294277-01-01)
 _PG_MIN_US = -211_813_488_000_000_000
@@ -696,13 +701,17 @@ class StoreWriter:
                 self._partitions.append((r[0], r[1]))
 
     async def _write_samples(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
-        """(written, dead-lettered) for one batch of sample rows."""
+        """(written, dead-lettered) for one batch of sample rows.
+
+        The rows are copied in metric order (a stable sort, so each metric's rows keep their arrival
+        order): consecutive inserts then land on the same leaf of the (metric_id, time, vhash) key, which
+        cut PostgreSQL's CPU per row by a quarter to a third here (2.8-2.9 us -> 1.65-2.15 us, 10k-row
+        batches from 1,000 metrics) for 0.13 us of sorting in the bridge."""
+        rows.sort(key=_metric_of)
         await self._ensure_partitions(conn, rows)
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "sample", schema_name="uns", records=rows, columns=SAMPLE_COLUMNS
-                )
+                await copy_rows(conn, "sample", rows, SAMPLE_COLUMNS, SAMPLE_KINDS, schema_name="uns")
             return len(rows), 0
         except asyncpg.UniqueViolationError:
             pass  # a replay: fall through to the staged insert
@@ -718,7 +727,7 @@ class StoreWriter:
         """Staging table + ``ON CONFLICT DO NOTHING``; bisects to dead-letter rows the database rejects."""
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table("uns_sample_stage", records=rows, columns=SAMPLE_COLUMNS)
+                await copy_rows(conn, "uns_sample_stage", rows, SAMPLE_COLUMNS, SAMPLE_KINDS)
                 written = int(await conn.fetchval(_SQL_STAGED))
                 await conn.execute("DELETE FROM uns_sample_stage")
             return written, 0
@@ -752,7 +761,7 @@ class StoreWriter:
     async def _write_current(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table("uns_current_stage", records=rows, columns=CURRENT_COLUMNS)
+                await copy_rows(conn, "uns_current_stage", rows, CURRENT_COLUMNS, CURRENT_KINDS)
                 await conn.execute(_SQL_CURRENT)
                 await conn.execute("DELETE FROM uns_current_stage")
         except (asyncpg.PostgresError, asyncpg.DataError, OverflowError, ValueError) as exc:
