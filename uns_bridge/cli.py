@@ -30,8 +30,9 @@ app = typer.Typer(
 def _version(value: bool) -> None:
     if value:
         from uns_bridge.sparkplug.decode import DECODER
+        from uns_bridge.store.pgcopy import ENCODER
 
-        typer.echo(f"uns-bridge {__version__} (Sparkplug decoder: {DECODER})")
+        typer.echo(f"uns-bridge {__version__} (Sparkplug decoder: {DECODER}; COPY encoder: {ENCODER})")
         raise typer.Exit()
 
 

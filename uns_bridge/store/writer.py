@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import operator
+import os
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,6 +89,12 @@ from uns_bridge.store.forward import is_transient
 from uns_bridge.store.pgcopy import copy_rows
 
 log = logging.getLogger(__name__)
+
+_native_rows: Callable[..., int] | None = None
+if os.environ.get("UNS_BRIDGE_ROWS", "").lower() != "python":  # escape hatch and A/B benchmarks
+    # not built (no compiler at install time): the Python loop does every sample
+    with contextlib.suppress(ImportError):
+        from uns_bridge.store._rows import sample_rows as _native_rows
 
 _QUALITY = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2}
 _I64_MIN = -(1 << 63)
@@ -341,7 +348,22 @@ class StoreWriter:
                 )
 
     def _samples(self, effect: Samples) -> None:
-        # the hot path: kept flat on purpose (one tuple unpack, no calls for floats and small ints)
+        samples = effect.samples
+        if _native_rows is None or type(samples) is not tuple:
+            self._python_rows(samples)
+            return
+        # the native loop does the plain samples and stops at each other one, which Python does
+        start, count, good = 0, len(samples), Quality.GOOD
+        while start < count:
+            start = _native_rows(samples, start, self._metric_ids, self._current, self._batch.samples, good)
+            if start < count:
+                self._python_rows(samples[start : start + 1])
+                start += 1
+
+    def _python_rows(self, samples: Sequence[Sample]) -> None:
+        """Rows and current values of ``samples``: the definition the native loop (``_rows.c``) follows."""
+        # the hot path without the native loop: kept flat on purpose (one tuple unpack, no calls for
+        # floats and small ints)
         append = self._batch.samples.append
         current = self._current
         ids_get = self._metric_ids.get
@@ -350,7 +372,7 @@ class StoreWriter:
         unpack_q = _unpack_q
         lo = _I64_MIN
         hi = _I64_MAX
-        for sample in effect.samples:
+        for sample in samples:
             info, timestamp, value, quality, historical = sample
             mid = ids_get(info)
             if mid is None:

@@ -1,0 +1,13 @@
+from typing import Any
+
+from uns_bridge.host.effects import MetricInfo, Quality, Sample
+
+def sample_rows(
+    samples: tuple[Sample, ...],
+    start: int,
+    metric_ids: dict[MetricInfo, int],
+    current: dict[int, tuple[Any, ...]],
+    out: list[tuple[Any, ...]],
+    good: Quality,
+    /,
+) -> int: ...
