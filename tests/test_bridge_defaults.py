@@ -94,3 +94,17 @@ def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path: Pa
     assert done.returncode == 1, output
     assert "cannot use the database at postgresql://svc:***@127.0.0.1:1/uns" in output
     assert "UNS_DATABASE_URL" in output and "hunter2" not in output
+
+
+def test_collector_is_tuned_while_the_bridge_runs_and_restored_after() -> None:
+    import gc
+
+    from uns_bridge import app
+
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    with app._collector_tuned():
+        assert gc.get_threshold() == app.GC_THRESHOLDS
+        assert gc.get_freeze_count() > frozen  # startup's objects are out of the collections
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
