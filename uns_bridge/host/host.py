@@ -118,7 +118,10 @@ Robustness
 
 from __future__ import annotations
 
+import contextlib
+import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -179,6 +182,12 @@ _INT_BOUND: dict[int, int] = {
     DataType.DateTime: 1 << 64,
 }
 _new = tuple.__new__  # builds a Sample without the NamedTuple's Python-level __new__ (hot path)
+#: the native loop over plain DATA metrics (``_plain.c``); the loop in Host._process is its definition
+_native_plain: Callable[..., int] | None = None
+if os.environ.get("UNS_BRIDGE_HOST_LOOP", "").lower() != "python":  # escape hatch and A/B benchmarks
+    with contextlib.suppress(ImportError):  # not built (no compiler at install time): Python does all
+        from uns_bridge.host._plain import plain_samples as _native_plain
+_PLAIN_RULES = (Sample, _GOOD, _INT_BOUND, _PASS_TYPE)
 #: an undecodable message of these types is not answered with a rebirth request
 _NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))
 #: a seq this far ahead of the expected one (mod 256) counts as "ahead"; further is "behind"
@@ -992,7 +1001,17 @@ class Host:
         unknown = ""
         aliases = node.aliases
         device_id = topic.device
-        for metric in payload.metrics:  # the hot path: keep per-metric work small
+        metrics = payload.metrics
+        plain = _native_plain if type(metrics) is tuple else None
+        i, count = 0, len(metrics)
+        while i < count:  # the hot path: keep per-metric work small
+            if plain is not None:
+                # the native loop does the plain metrics and stops at each other one, which this loop does
+                i = plain(metrics, i, aliases, device_id, fallback, historical, samples, _PLAIN_RULES)
+                if i >= count:
+                    break
+            metric = metrics[i]
+            i += 1
             # one unpack instead of ten NamedTuple attribute lookups
             name, alias, ts, datatype, value, is_historical, is_transient, is_null, _, props = metric
             if name is None:
