@@ -6,9 +6,6 @@ the messages carry."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -152,12 +149,3 @@ def test_plain_data_is_done_natively() -> None:
     assert reached == [len(BORN)]  # one call, all of them
     samples = [s for e in effects if hasattr(e, "samples") for s in e.samples]
     assert [s.value for s in samples] == [v for _, _, v in BORN.values()]
-
-
-def test_host_loop_switch_leaves_the_python_loop() -> None:
-    script = "from uns_bridge.host import host\nprint(host._native_plain)\n"
-    env = {**os.environ, "UNS_BRIDGE_HOST_LOOP": "python"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
-    )
-    assert result.stdout.strip() == "None"

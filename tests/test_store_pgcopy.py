@@ -9,10 +9,7 @@ of Sparkplug value, and from raw cells at the edges of each column type.
 from __future__ import annotations
 
 import math
-import os
 import struct
-import subprocess
-import sys
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -191,16 +188,3 @@ def test_writer_rows_of_plain_samples_take_the_native_path() -> None:
     rows = [writer_row(1_000_000 * i, i, v, 0, False) for i, v in enumerate([1.5, -7, 2**62, math.nan, True])]
     data = pgcopy.encode(rows, SAMPLE_KINDS)
     assert data is not None and data.count(struct.pack(">h", 13)) >= len(rows)
-
-
-@pytest.mark.parametrize("how", ["no module", "UNS_BRIDGE_PGCOPY=asyncpg"])
-def test_without_the_native_module_asyncpg_encodes(how: str) -> None:
-    hide = "import sys; sys.modules['uns_bridge.store._pgcopy'] = None\n" if how == "no module" else ""
-    script = (
-        f"{hide}from uns_bridge.store import pgcopy\nprint(pgcopy.ENCODER, pgcopy.encode([(1,)], b'q'))\n"
-    )
-    env = {**os.environ, "UNS_BRIDGE_PGCOPY": "asyncpg" if hide == "" else ""}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
-    )
-    assert result.stdout.split() == ["asyncpg", "None"]

@@ -4,9 +4,6 @@ Python loop (``StoreWriter._python_rows``), sample for sample, whatever mix of s
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -112,12 +109,3 @@ def test_plain_samples_are_done_natively() -> None:
         False,
         -3,
     )
-
-
-def test_rows_switch_leaves_the_python_loop() -> None:
-    script = "from uns_bridge.store import writer\nprint(writer._native_rows)\n"
-    env = {**os.environ, "UNS_BRIDGE_ROWS": "python"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
-    )
-    assert result.stdout.strip() == "None"
