@@ -188,3 +188,20 @@ def test_writer_rows_of_plain_samples_take_the_native_path() -> None:
     rows = [writer_row(1_000_000 * i, i, v, 0, False) for i, v in enumerate([1.5, -7, 2**62, math.nan, True])]
     data = pgcopy.encode(rows, SAMPLE_KINDS)
     assert data is not None and data.count(struct.pack(">h", 13)) >= len(rows)
+
+
+@native
+@given(st.lists(st.tuples(st.integers(-3, 3), I64, FLOATS), max_size=60))
+def test_order_by_is_a_stable_sort_of_the_rows(rows: list[tuple[int, int, float]]) -> None:
+    """The stream with ``order_by`` is the stream of the rows stably sorted by that column; the list stays."""
+    before = list(rows)
+    assert pgcopy.encode(rows, b"hqd", 0) == pgcopy.encode(sorted(rows, key=lambda r: r[0]), b"hqd")
+    assert rows == before
+
+
+@native
+def test_order_by_declines_a_key_that_is_no_int() -> None:
+    assert pgcopy.encode([(1, 2.0), (None, 1.0)], b"qd", 0) is None
+    assert pgcopy.encode([(1, 2.0), (True, 1.0)], b"qd", 0) is None
+    with pytest.raises(ValueError, match="order_by"):
+        pgcopy.encode([(1,)], b"q", 1)

@@ -15,6 +15,9 @@
  *   j  jsonb         str holding the JSON text
  *   D  double[]      list or tuple of floats (one dimension, no NULL elements)
  *
+ * With ``order_by`` (a column index) the rows go into the stream stably sorted by that column, which
+ * must hold an int that fits 64 bits in every row (else None): the list itself is left as it is.
+ *
  * None is NULL in every column. A row or cell outside this (another type, a value out of range, a str
  * that cannot be UTF-8, a row of the wrong length) makes encode return None without raising: the caller
  * then hands the rows to asyncpg's own encoder, which stores them or words the error. So this module
@@ -224,17 +227,64 @@ static int put_cell(Buffer *b, char kind, PyObject *cell)
     }
 }
 
+/* a row's place in the stream: stable order by an integer column */
+typedef struct {
+    long long key;
+    Py_ssize_t index;
+} Place;
+
+static int by_key(const void *a, const void *b)
+{
+    const Place *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The rows' order by column ``column`` (an int in every row), a PyMem block; NULL with *status DECLINE
+ * (a row without such a key) or FAILED (MemoryError). */
+static Place *order_of(PyObject *rows, Py_ssize_t count, Py_ssize_t column, Py_ssize_t columns, int *status)
+{
+    Place *places = PyMem_Malloc(sizeof(Place) * (size_t)(count ? count : 1));
+    if (places == NULL) {
+        PyErr_NoMemory();
+        *status = FAILED;
+        return NULL;
+    }
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != columns) {
+            *status = DECLINE;
+            break;
+        }
+        *status = int_cell(PyTuple_GET_ITEM(row, column), INT64_MIN, INT64_MAX, &places[r].key);
+        if (*status != OK)
+            break;
+        places[r].index = r;
+    }
+    if (*status != OK) {
+        PyMem_Free(places);
+        return NULL;
+    }
+    qsort(places, (size_t)count, sizeof(Place), by_key);
+    return places;
+}
+
 static const char SIGNATURE[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
 
 static PyObject *encode(PyObject *self, PyObject *args)
 {
     PyObject *rows;
     const char *kinds;
-    Py_ssize_t columns;
-    if (!PyArg_ParseTuple(args, "O!y#:encode", &PyList_Type, &rows, &kinds, &columns))
+    Py_ssize_t columns, order_by = -1;
+    if (!PyArg_ParseTuple(args, "O!y#|n:encode", &PyList_Type, &rows, &kinds, &columns, &order_by))
         return NULL;
     if (columns < 1 || columns > INT16_MAX) {
         PyErr_SetString(PyExc_ValueError, "kinds names 1 to 32767 columns");
+        return NULL;
+    }
+    if (order_by < -1 || order_by >= columns) {
+        PyErr_SetString(PyExc_ValueError, "order_by is a column index (or -1: the rows' own order)");
         return NULL;
     }
     for (Py_ssize_t c = 0; c < columns; c++)
@@ -243,16 +293,21 @@ static PyObject *encode(PyObject *self, PyObject *args)
     Buffer b = {NULL, 0, 0};
     Py_ssize_t count = PyList_GET_SIZE(rows);
     int status = OK;
+    Place *order = order_by < 0 ? NULL : order_of(rows, count, order_by, columns, &status);
+    if (status != OK)
+        return status == DECLINE ? Py_NewRef(Py_None) : NULL;
     /* a typical row (a float sample) takes 2 + 13 * 4 + 3 * 8 + 2 * 2 + 1 bytes: start near that */
-    if (!reserve(&b, 21 + (size_t)count * (2 + (size_t)columns * 7)))
+    if (!reserve(&b, 21 + (size_t)count * (2 + (size_t)columns * 7))) {
+        PyMem_Free(order);
         return NULL;
+    }
     memcpy(b.data, SIGNATURE, sizeof SIGNATURE);
     b.used = sizeof SIGNATURE;
     put_u32(&b, 0); /* flags */
     put_u32(&b, 0); /* header extension length */
     for (Py_ssize_t r = 0; r < count && status == OK; r++) {
         /* the list may not change under us: nothing here calls back into Python code */
-        PyObject *row = PyList_GET_ITEM(rows, r);
+        PyObject *row = PyList_GET_ITEM(rows, order ? order[r].index : r);
         if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != columns) {
             status = DECLINE;
             break;
@@ -275,12 +330,14 @@ static PyObject *encode(PyObject *self, PyObject *args)
         result = Py_NewRef(Py_None);
     }
     PyMem_Free(b.data);
+    PyMem_Free(order);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"encode", encode, METH_VARARGS,
-     "encode(rows, kinds) -> bytes | None: the binary COPY stream of rows, or None for rows it leaves to asyncpg."},
+     "encode(rows, kinds, order_by=-1) -> bytes | None: the binary COPY stream of rows (stably ordered by "
+     "the int column order_by when given), or None for rows it leaves to asyncpg."},
     {NULL, NULL, 0, NULL},
 };
 

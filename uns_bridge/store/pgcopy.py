@@ -10,6 +10,7 @@ otherwise, so a batch it declines goes to asyncpg, which stores it or says what 
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ import asyncpg  # type: ignore[import-untyped]
 #: ``h`` smallint, ``?`` boolean, ``d`` double, ``t`` text, ``y`` bytea, ``j`` jsonb (str), ``D`` double[]
 Kinds = bytes
 
-_encode: Callable[[list[tuple[Any, ...]], bytes], bytes | None] | None = None
+_encode: Callable[[list[tuple[Any, ...]], bytes, int], bytes | None] | None = None
 if os.environ.get("UNS_BRIDGE_PGCOPY", "").lower() != "asyncpg":
     try:
         from uns_bridge.store import _pgcopy
@@ -33,9 +34,10 @@ if os.environ.get("UNS_BRIDGE_PGCOPY", "").lower() != "asyncpg":
 ENCODER = "native" if _encode is not None else "asyncpg"
 
 
-def encode(rows: list[tuple[Any, ...]], kinds: Kinds) -> bytes | None:
-    """The binary COPY stream of ``rows``, or None where the native encoder is absent or declines."""
-    return None if _encode is None else _encode(rows, kinds)
+def encode(rows: list[tuple[Any, ...]], kinds: Kinds, order_by: int | None = None) -> bytes | None:
+    """The binary COPY stream of ``rows`` (stably sorted by the int column ``order_by`` when given), or
+    None where the native encoder is absent or declines."""
+    return None if _encode is None else _encode(rows, kinds, -1 if order_by is None else order_by)
 
 
 async def copy_rows(
@@ -46,10 +48,16 @@ async def copy_rows(
     kinds: Kinds,
     *,
     schema_name: str | None = None,
+    order_by: int | None = None,
 ) -> None:
-    """``COPY table (columns) FROM STDIN (FORMAT binary)`` of ``rows``, encoded natively when possible."""
-    data = encode(rows, kinds)
+    """``COPY table (columns) FROM STDIN (FORMAT binary)`` of ``rows``, encoded natively when possible.
+
+    With ``order_by`` the rows are copied stably sorted by that (int) column; without the native
+    encoder ``rows`` itself is sorted for asyncpg."""
+    data = encode(rows, kinds, order_by)
     if data is None:
+        if order_by is not None:
+            rows.sort(key=operator.itemgetter(order_by))
         await conn.copy_records_to_table(table, schema_name=schema_name, records=rows, columns=columns)
     else:
         # a memoryview: asyncpg would take plain bytes for a file name (os.fspath accepts bytes)

@@ -103,8 +103,8 @@ _pack_d = struct.Struct("<d").pack
 _unpack_q = struct.Struct("<q").unpack
 _encode = V.encode
 _first = operator.itemgetter(0)
-#: a sample row's metric id: batches are copied in metric order (see :meth:`StoreWriter._write_samples`)
-_metric_of = operator.itemgetter(1)
+#: a sample row's metric id column: batches are copied in metric order (see :meth:`StoreWriter._write_samples`)
+_METRIC_ID = 1
 _HOUR_US = 3_600_000_000
 #: PostgreSQL's timestamptz range in µs since 2000 (4714-11-24 BC .. 294277-01-01)
 _PG_MIN_US = -211_813_488_000_000_000
@@ -728,12 +728,13 @@ class StoreWriter:
         The rows are copied in metric order (a stable sort, so each metric's rows keep their arrival
         order): consecutive inserts then land on the same leaf of the (metric_id, time, vhash) key, which
         cut PostgreSQL's CPU per row by a quarter to a third here (2.8-2.9 us -> 1.65-2.15 us, 10k-row
-        batches from 1,000 metrics) for 0.13 us of sorting in the bridge."""
-        rows.sort(key=_metric_of)
+        batches from 1,000 metrics); the native COPY encoder sorts while it encodes."""
         await self._ensure_partitions(conn, rows)
         try:
             async with conn.transaction():
-                await copy_rows(conn, "sample", rows, SAMPLE_COLUMNS, SAMPLE_KINDS, schema_name="uns")
+                await copy_rows(
+                    conn, "sample", rows, SAMPLE_COLUMNS, SAMPLE_KINDS, schema_name="uns", order_by=_METRIC_ID
+                )
             return len(rows), 0
         except asyncpg.UniqueViolationError:
             pass  # a replay: fall through to the staged insert
@@ -749,7 +750,9 @@ class StoreWriter:
         """Staging table + ``ON CONFLICT DO NOTHING``; bisects to dead-letter rows the database rejects."""
         try:
             async with conn.transaction():
-                await copy_rows(conn, "uns_sample_stage", rows, SAMPLE_COLUMNS, SAMPLE_KINDS)
+                await copy_rows(
+                    conn, "uns_sample_stage", rows, SAMPLE_COLUMNS, SAMPLE_KINDS, order_by=_METRIC_ID
+                )
                 written = int(await conn.fetchval(_SQL_STAGED))
                 await conn.execute("DELETE FROM uns_sample_stage")
             return written, 0
