@@ -21,6 +21,7 @@ PIECES = [
     ("uns_bridge.store.pgcopy", "_encode", "uns_bridge.store._pgcopy", "UNS_BRIDGE_PGCOPY", "asyncpg"),
     ("uns_bridge.store.writer", "_native_rows", "uns_bridge.store._rows", "UNS_BRIDGE_ROWS", "python"),
     ("uns_bridge.host.host", "_native_plain", "uns_bridge.host._plain", "UNS_BRIDGE_HOST_LOOP", "python"),
+    ("uns_bridge.uns.sink", "_native_coalesce", "uns_bridge.uns._coalesce", "UNS_BRIDGE_SINK_LOOP", "python"),
 ]
 
 

@@ -193,6 +193,28 @@ async def test_pending_set_is_bounded_while_the_uns_broker_is_away(uns_prefix: s
         await asyncio.wait_for(sink.close(), 15)
 
 
+async def test_a_full_pending_set_waits_for_the_window_and_loses_nothing(
+    mqtt_broker: MqttBroker, group_id: str, uns_prefix: str
+) -> None:
+    """More new topics in one effect than ``max_pending``: each value waits for room, none is lost (the
+    values after a wait go into the pending set the window left, not the one it took)."""
+    sink, placer = await _sink(mqtt_broker, uns_prefix, publish_window_ms=10, max_pending=5)
+    infos = [MetricInfo(group_id, "N", None, f"m{i}", 10) for i in range(40)]
+    try:
+        async with Observer(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"]) as seen:
+            await asyncio.wait_for(
+                sink.handle([Samples(tuple(Sample(info, 1, float(i)) for i, info in enumerate(infos)))]), 10
+            )
+            await sink.flush()
+            topics = [placer.metric_topic(info) for info in infos]
+            await seen.wait_for(lambda: all(t in seen.last for t in topics), what="all 40 values")
+            assert [seen.json(t)["value"] for t in topics] == [float(i) for i in range(40)]
+            assert sink.dropped == 0
+    finally:
+        await sink.close()
+        await clear_retained(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"])
+
+
 async def test_values_queued_during_a_uns_broker_restart_arrive(group_id: str, uns_prefix: str) -> None:
     from tests.private_servers import PrivateMosquitto, ServerError
 

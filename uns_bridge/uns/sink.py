@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from uns_bridge.config import UnsConfig
@@ -40,6 +41,12 @@ from uns_bridge.uns import contract
 from uns_bridge.uns.publisher import PublishInterrupted
 
 log = logging.getLogger(__name__)
+
+#: the native loop of :meth:`UnsSink._samples` (``_coalesce.c``), which that method defines
+_native_coalesce: Callable[..., tuple[int, int, int]] | None = None
+if os.environ.get("UNS_BRIDGE_SINK_LOOP", "").lower() != "python":  # escape hatch and A/B benchmarks
+    with contextlib.suppress(ImportError):  # not built (no compiler at install time): Python does all
+        from uns_bridge.uns._coalesce import coalesce as _native_coalesce
 
 #: what waits for a topic: a value (rendered at flush time) with its message's seq, or a ready payload
 Pending = tuple[Sample, int | None] | bytes
@@ -128,7 +135,19 @@ class UnsSink:
         metric_topic = self.placer.metric_topic
         limit = self.max_pending
         values = coalesced = 0
-        for sample in effect.samples:
+        samples = effect.samples
+        native = _native_coalesce if type(samples) is tuple else None
+        i, count = 0, len(samples)
+        while i < count:
+            if native is not None:
+                # the native loop takes the samples of cached topics and stops at each other one
+                i, taken, replaced = native(samples, i, last, topics, pending, seq, limit)
+                values += taken
+                coalesced += replaced
+                if i >= count:
+                    break
+            sample = samples[i]
+            i += 1
             if sample[4]:  # is_historical: the database's business only
                 continue
             values += 1
@@ -139,8 +158,10 @@ class UnsSink:
                 topic = topics[info] = metric_topic(info)
             if topic in pending:
                 coalesced += 1
-            elif len(pending) >= limit and not await self._make_room():
-                continue
+            elif len(pending) >= limit:
+                if not await self._make_room():
+                    continue
+                pending = self._pending  # the window took the full set and left a new one
             pending[topic] = (sample, seq)
         self.values_in += values
         self.coalesced += coalesced
