@@ -227,50 +227,117 @@ static int put_cell(Buffer *b, char kind, PyObject *cell)
     }
 }
 
-/* a row's place in the stream: stable order by an integer column */
+/* A row's encoded tuple in the buffer and its sort key: rows are encoded in list order (the Python
+ * objects are read where they lie in memory) and their tuples copied out in key order afterwards. */
 typedef struct {
-    long long key;
-    Py_ssize_t index;
-} Place;
+    size_t start;
+    size_t length;
+} Chunk;
 
-static int by_key(const void *a, const void *b)
+/* Memory kept from one call to the next (calls hold the GIL, so one at a time): a batch's buffers are
+ * reused by the next instead of being mapped afresh, whose page faults cost more than the sorting. A
+ * block above KEPT_MAX is given back after the call. */
+typedef struct {
+    void *data;
+    size_t size;
+} Kept;
+
+#define KEPT_MAX ((size_t)16 << 20)
+
+static void *kept(Kept *block, size_t need)
 {
-    const Place *x = a, *y = b;
-    if (x->key != y->key)
-        return x->key < y->key ? -1 : 1;
-    return x->index < y->index ? -1 : x->index > y->index;
+    if (need > block->size) {
+        void *grown = PyMem_Realloc(block->data, need ? need : 1);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        block->data = grown;
+        block->size = need;
+    }
+    return block->data;
 }
 
-/* The rows' order by column ``column`` (an int in every row), a PyMem block; NULL with *status DECLINE
- * (a row without such a key) or FAILED (MemoryError). */
-static Place *order_of(PyObject *rows, Py_ssize_t count, Py_ssize_t column, Py_ssize_t columns, int *status)
+static void trim(Kept *block)
 {
-    Place *places = PyMem_Malloc(sizeof(Place) * (size_t)(count ? count : 1));
-    if (places == NULL) {
-        PyErr_NoMemory();
-        *status = FAILED;
-        return NULL;
+    if (block->size > KEPT_MAX) {
+        PyMem_Free(block->data);
+        block->data = NULL;
+        block->size = 0;
     }
-    for (Py_ssize_t r = 0; r < count; r++) {
-        PyObject *row = PyList_GET_ITEM(rows, r);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != columns) {
-            *status = DECLINE;
-            break;
+}
+
+static Kept kept_chunks, kept_keys, kept_scratch, kept_buffer;
+
+typedef struct {
+    uint64_t key; /* the signed key with its sign bit flipped: unsigned order is signed order */
+    Py_ssize_t row;
+} Key;
+
+/* Stable LSD radix sort of keys by key, a byte per pass (passes where every key has the same byte are
+ * skipped); 0 with MemoryError set when it cannot get its scratch array. */
+static int radix_sort(Key *keys, Py_ssize_t count)
+{
+    Key *scratch = kept(&kept_scratch, sizeof(Key) * (size_t)count);
+    if (scratch == NULL)
+        return 0;
+    Key *from = keys, *to = scratch;
+    for (int shift = 0; shift < 64; shift += 8) {
+        size_t counts[256] = {0};
+        for (Py_ssize_t i = 0; i < count; i++)
+            counts[(from[i].key >> shift) & 0xFF]++;
+        if (count == 0 || counts[(from[0].key >> shift) & 0xFF] == (size_t)count)
+            continue;
+        size_t offset = 0;
+        for (int b = 0; b < 256; b++) {
+            size_t n = counts[b];
+            counts[b] = offset;
+            offset += n;
         }
-        *status = int_cell(PyTuple_GET_ITEM(row, column), INT64_MIN, INT64_MAX, &places[r].key);
-        if (*status != OK)
-            break;
-        places[r].index = r;
+        for (Py_ssize_t i = 0; i < count; i++)
+            to[counts[(from[i].key >> shift) & 0xFF]++] = from[i];
+        Key *swap = from;
+        from = to;
+        to = swap;
     }
-    if (*status != OK) {
-        PyMem_Free(places);
-        return NULL;
-    }
-    qsort(places, (size_t)count, sizeof(Place), by_key);
-    return places;
+    if (from != keys)
+        memcpy(keys, from, sizeof(Key) * (size_t)count);
+    return 1;
 }
 
 static const char SIGNATURE[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+
+/* The rows' tuples into b (after the header); with chunks, each tuple's place and key too. */
+static int encode_rows(Buffer *b, PyObject *rows, const char *kinds, Py_ssize_t columns, Py_ssize_t order_by,
+                       Chunk *chunks, Key *keys)
+{
+    Py_ssize_t count = PyList_GET_SIZE(rows);
+    int status = OK;
+    for (Py_ssize_t r = 0; r < count && status == OK; r++) {
+        /* the list may not change under us: nothing here calls back into Python code */
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != columns)
+            return DECLINE;
+        if (chunks != NULL) {
+            long long key;
+            if ((status = int_cell(PyTuple_GET_ITEM(row, order_by), INT64_MIN, INT64_MAX, &key)) != OK)
+                return status;
+            keys[r].key = (uint64_t)key ^ (UINT64_C(1) << 63);
+            keys[r].row = r;
+            chunks[r].start = b->used;
+        }
+        if (!reserve(b, 2))
+            return FAILED;
+        put_u16(b, (uint16_t)columns);
+        for (Py_ssize_t c = 0; c < columns && status == OK; c++)
+            status = put_cell(b, kinds[c], PyTuple_GET_ITEM(row, c));
+        if (chunks != NULL)
+            chunks[r].length = b->used - chunks[r].start;
+    }
+    return status;
+}
+
+#define HEADER_SIZE 19 /* signature, flags, header extension length */
 
 static PyObject *encode(PyObject *self, PyObject *args)
 {
@@ -290,47 +357,52 @@ static PyObject *encode(PyObject *self, PyObject *args)
     for (Py_ssize_t c = 0; c < columns; c++)
         if (kinds[c] == '\0' || strchr("Tqh?dtyjD", kinds[c]) == NULL)
             return PyErr_Format(PyExc_ValueError, "unknown column kind %c (one of T q h ? d t y j D)", kinds[c]);
-    Buffer b = {NULL, 0, 0};
     Py_ssize_t count = PyList_GET_SIZE(rows);
-    int status = OK;
-    Place *order = order_by < 0 ? NULL : order_of(rows, count, order_by, columns, &status);
-    if (status != OK)
-        return status == DECLINE ? Py_NewRef(Py_None) : NULL;
-    /* a typical row (a float sample) takes 2 + 13 * 4 + 3 * 8 + 2 * 2 + 1 bytes: start near that */
-    if (!reserve(&b, 21 + (size_t)count * (2 + (size_t)columns * 7))) {
-        PyMem_Free(order);
-        return NULL;
+    Chunk *chunks = NULL;
+    Key *keys = NULL;
+    if (order_by >= 0) {
+        chunks = kept(&kept_chunks, sizeof(Chunk) * (size_t)count);
+        keys = chunks == NULL ? NULL : kept(&kept_keys, sizeof(Key) * (size_t)count);
+        if (keys == NULL)
+            return NULL;
     }
-    memcpy(b.data, SIGNATURE, sizeof SIGNATURE);
-    b.used = sizeof SIGNATURE;
-    put_u32(&b, 0); /* flags */
-    put_u32(&b, 0); /* header extension length */
-    for (Py_ssize_t r = 0; r < count && status == OK; r++) {
-        /* the list may not change under us: nothing here calls back into Python code */
-        PyObject *row = PyList_GET_ITEM(rows, order ? order[r].index : r);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != columns) {
-            status = DECLINE;
-            break;
-        }
-        if (!reserve(&b, 2)) {
-            status = FAILED;
-            break;
-        }
-        put_u16(&b, (uint16_t)columns);
-        for (Py_ssize_t c = 0; c < columns && status == OK; c++)
-            status = put_cell(&b, kinds[c], PyTuple_GET_ITEM(row, c));
+    Buffer b = {kept_buffer.data, 0, kept_buffer.size};
+    PyObject *result = NULL;
+    /* a typical row (a float sample) takes 2 + 13 * 4 + 3 * 8 + 2 * 2 + 1 bytes: start near that */
+    int status = reserve(&b, HEADER_SIZE + 2 + (size_t)count * (2 + (size_t)columns * 7)) ? OK : FAILED;
+    if (status == OK) {
+        memcpy(b.data, SIGNATURE, sizeof SIGNATURE);
+        b.used = sizeof SIGNATURE;
+        put_u32(&b, 0); /* flags */
+        put_u32(&b, 0); /* header extension length */
+        status = encode_rows(&b, rows, kinds, columns, order_by, chunks, keys);
     }
     if (status == OK && !reserve(&b, 2))
         status = FAILED;
-    PyObject *result = NULL;
     if (status == OK) {
         put_u16(&b, UINT16_MAX); /* trailer: -1 */
-        result = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.used);
+        if (chunks == NULL) {
+            result = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.used);
+        } else if (radix_sort(keys, count) && (result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)b.used))) {
+            char *out = PyBytes_AS_STRING(result);
+            memcpy(out, b.data, HEADER_SIZE);
+            size_t used = HEADER_SIZE;
+            for (Py_ssize_t r = 0; r < count; r++) {
+                const Chunk *chunk = &chunks[keys[r].row];
+                memcpy(out + used, b.data + chunk->start, chunk->length);
+                used += chunk->length;
+            }
+            memcpy(out + used, b.data + b.used - 2, 2);
+        }
     } else if (status == DECLINE) {
         result = Py_NewRef(Py_None);
     }
-    PyMem_Free(b.data);
-    PyMem_Free(order);
+    kept_buffer.data = b.data; /* reserve() may have moved it */
+    kept_buffer.size = b.size;
+    trim(&kept_buffer);
+    trim(&kept_chunks);
+    trim(&kept_keys);
+    trim(&kept_scratch);
     return result;
 }
 
