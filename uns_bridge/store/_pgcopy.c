@@ -246,8 +246,10 @@ typedef struct {
 
 static void *kept(Kept *block, size_t need)
 {
+    if (need == 0)
+        need = 1; /* never NULL for an empty batch */
     if (need > block->size) {
-        void *grown = PyMem_Realloc(block->data, need ? need : 1);
+        void *grown = PyMem_Realloc(block->data, need);
         if (grown == NULL) {
             PyErr_NoMemory();
             return NULL;
