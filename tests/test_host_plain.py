@@ -149,3 +149,34 @@ def test_plain_data_is_done_natively() -> None:
     assert reached == [len(BORN)]  # one call, all of them
     samples = [s for e in effects if hasattr(e, "samples") for s in e.samples]
     assert [s.value for s in samples] == [v for _, _, v in BORN.values()]
+
+
+@native
+@pytest.mark.parametrize(
+    ("born", "width"),
+    [(T.Int8, 8), (T.Int16, 16), (T.Int32, 32), (T.Int64, 64)],
+    ids=["Int8", "Int16", "Int32", "Int64"],
+)
+def test_signed_values_in_both_sender_conventions_agree(born: int, width: int) -> None:
+    """Alias-only negatives as senders put them on the wire: the width's two's complement, 32- and 64-bit
+    sign extension, and values in none of these (an error the Python loop words)."""
+    half = 1 << (width - 1)
+    raws = [
+        0,
+        half - 1,
+        half,
+        (1 << width) - 1,
+        (1 << 32) - half,
+        (1 << 32) - 1,
+        (1 << 64) - half,
+        (1 << 64) - 1,
+    ]
+    raws += [(1 << width), (1 << 32) - half - 1, (1 << 64) - half - 1]  # out of range for some widths
+    metrics = [m("v", 1, born, 0)]
+    wire = [(topic("NBIRTH"), nbirth(0, metrics=metrics))]
+    for seq, raw in enumerate(sorted({r for r in raws if 0 <= r < 1 << 64}), start=1):
+        carrier = T.UInt32 if raw < (1 << 32) else T.UInt64  # the raw wire integer, datatype left off
+        wire.append((topic("NDATA"), payload([m(None, 1, carrier, raw)], seq)))
+    native_effects = run(wire, True)
+    assert native_effects == run(wire, False)
+    assert "-1" in native_effects  # the conversions happened (not every value an error)

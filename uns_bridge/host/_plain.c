@@ -11,13 +11,14 @@
  * ``aliases`` knows for this ``device``; a datatype that is absent or the born one; no properties;
  * is_historical, is_transient and is_null True or False; a value that is None, or an int, float, bool,
  * str or bytes which, when the datatype is absent, already is the born type's value (an int below the
- * born integer type's bound, or exactly the born type's Python type). At the first metric that is not
+ * born integer type's bound, or exactly the born type's Python type) or a signed type's negative value
+ * in one of the two sender conventions (converted as uns_bridge.sparkplug.coerce.signed does). At the first metric that is not
  * plain it stops and returns its index: Host._process then handles that one (unknown aliases, names,
  * coercions, mismatches, templates, properties) and calls back for the rest. It returns len(metrics)
  * when done. The Python loop stays the definition: tests/test_host_plain.py checks both agree.
  *
- * ``rules`` is (Sample type, GOOD quality, int bound per datatype, Python type per datatype), the
- * host's own tables, so the two loops cannot drift apart.
+ * ``rules`` is (Sample type, GOOD quality, int bound per datatype, Python type per datatype, signed
+ * width per datatype), the host's and the codec's own tables, so the two loops cannot drift apart.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,18 +27,62 @@ static PyObject *str_device, *str_datatype;
 
 static int is_bool(PyObject *o) { return o == Py_True || o == Py_False; }
 
-/* 1 when the untyped wire value already is the born type's value, 0 when not, -1 on error */
-static int passes(PyObject *value, PyObject *born, PyObject *int_bound, PyObject *pass_type)
+/* A signed born type's negative value as either sender convention put it on the wire (the width's two's
+ * complement, or a 32- or 64-bit sign extension), as uns_bridge.sparkplug.coerce.signed reads it: 1 with
+ * *typed set, 0 when the value is none of these (Python words the error), -1 on error. */
+static int signed_value(PyObject *value, PyObject *born, PyObject *signed_width, PyObject **typed)
 {
+    PyObject *width_obj = PyDict_GetItemWithError(signed_width, born);
+    if (width_obj == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    long width = PyLong_AsLong(width_obj);
+    if (width < 2 || width > 64)
+        return PyErr_Occurred() ? -1 : 0;
+    unsigned long long raw = PyLong_AsUnsignedLongLong(value); /* >= 2^64 or negative: not a wire value */
+    if (raw == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    unsigned long long half = 1ULL << (width - 1);
+    long long result;
+    if (width == 64 || raw < (1ULL << width)) /* in the width: its two's complement (raw >= half here) */
+        result = width == 64 ? (long long)raw : (long long)raw - (long long)(1ULL << width);
+    else if (raw >= (1ULL << 32) - half && raw < (1ULL << 32))
+        result = (long long)raw - (long long)(1ULL << 32);
+    else if (raw >= 0ULL - half) /* 2^64 - half <= raw */
+        result = (long long)raw; /* raw - 2^64 */
+    else
+        return 0;
+    *typed = PyLong_FromLongLong(result);
+    return *typed == NULL ? -1 : 1;
+}
+
+/* The typed value of an untyped wire value under the born type, a new reference in *typed: 1 done, 0
+ * not plain (Python coerces or words the error), -1 on error. */
+static int typed_value(PyObject *value, PyObject *born, PyObject *rules, PyObject **typed)
+{
+    PyObject *int_bound = PyTuple_GET_ITEM(rules, 2), *pass_type = PyTuple_GET_ITEM(rules, 3);
     PyObject *bound = PyDict_GetItemWithError(int_bound, born);
-    if (bound != NULL)
-        return PyLong_CheckExact(value) ? PyObject_RichCompareBool(value, bound, Py_LT) : 0;
+    if (bound != NULL) {
+        if (!PyLong_CheckExact(value))
+            return 0;
+        int below = PyObject_RichCompareBool(value, bound, Py_LT);
+        if (below != 0) {
+            if (below > 0)
+                *typed = Py_NewRef(value);
+            return below;
+        }
+        return signed_value(value, born, PyTuple_GET_ITEM(rules, 4), typed);
+    }
     if (PyErr_Occurred())
         return -1;
     PyObject *type = PyDict_GetItemWithError(pass_type, born);
     if (type == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    return (PyObject *)Py_TYPE(value) == type;
+    if ((PyObject *)Py_TYPE(value) != type)
+        return 0;
+    *typed = Py_NewRef(value);
+    return 1;
 }
 
 /* The Sample of a plain metric in *sample (NULL for a transient one); 1 done, 0 not plain, -1 error */
@@ -72,23 +117,32 @@ static int sample_of(PyObject *metric, PyObject *aliases, PyObject *device, PyOb
     if (born == NULL)
         return -1;
     int ok;
-    if (datatype == Py_None)
-        ok = value == Py_None ? 1
-                              : passes(value, born, PyTuple_GET_ITEM(rules, 2), PyTuple_GET_ITEM(rules, 3));
-    else
-        ok = PyObject_RichCompareBool(datatype, born, Py_EQ);
+    PyObject *typed = NULL;
+    if (datatype == Py_None && value != Py_None) {
+        ok = typed_value(value, born, rules, &typed);
+    } else {
+        ok = datatype == Py_None ? 1 : PyObject_RichCompareBool(datatype, born, Py_EQ);
+        if (ok > 0)
+            typed = Py_NewRef(value);
+    }
     Py_DECREF(born);
     if (ok <= 0)
         return ok;
-    if (is_transient == Py_True)
+    if (is_transient == Py_True) {
+        Py_DECREF(typed);
         return 1; /* checked, not stored */
+    }
     PyTypeObject *sample_type = (PyTypeObject *)PyTuple_GET_ITEM(rules, 0);
     PyObject *made = sample_type->tp_alloc(sample_type, 5);
-    if (made == NULL)
+    if (made == NULL) {
+        Py_DECREF(typed);
         return -1;
+    }
+    if (is_null == Py_True)
+        Py_SETREF(typed, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(made, 0, Py_NewRef(info));
     PyTuple_SET_ITEM(made, 1, Py_NewRef(timestamp == Py_None ? fallback : timestamp));
-    PyTuple_SET_ITEM(made, 2, Py_NewRef(is_null == Py_True ? Py_None : value));
+    PyTuple_SET_ITEM(made, 2, typed);
     PyTuple_SET_ITEM(made, 3, Py_NewRef(PyTuple_GET_ITEM(rules, 1)));
     PyTuple_SET_ITEM(made, 4, Py_NewRef(historical == Py_True ? historical : is_historical));
     *sample = made;
@@ -102,10 +156,12 @@ static PyObject *plain_samples(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!nO!OOOO!O!:plain_samples", &PyTuple_Type, &metrics, &start, &PyDict_Type,
                           &aliases, &device, &fallback, &historical, &PyList_Type, &out, &PyTuple_Type, &rules))
         return NULL;
-    if (PyTuple_GET_SIZE(rules) != 4 || !PyType_Check(PyTuple_GET_ITEM(rules, 0)) ||
+    if (PyTuple_GET_SIZE(rules) != 5 || !PyType_Check(PyTuple_GET_ITEM(rules, 0)) ||
         !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(rules, 0), &PyTuple_Type) ||
-        !PyDict_Check(PyTuple_GET_ITEM(rules, 2)) || !PyDict_Check(PyTuple_GET_ITEM(rules, 3))) {
-        PyErr_SetString(PyExc_TypeError, "rules is (Sample type, GOOD, int bounds dict, pass types dict)");
+        !PyDict_Check(PyTuple_GET_ITEM(rules, 2)) || !PyDict_Check(PyTuple_GET_ITEM(rules, 3)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(rules, 4))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "rules is (Sample type, GOOD, int bounds, pass types, signed widths), the dicts by datatype");
         return NULL;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(metrics);

@@ -146,7 +146,7 @@ from uns_bridge.host.effects import (
     Samples,
 )
 from uns_bridge.host.templates import TemplateCatalog, expand_instance
-from uns_bridge.sparkplug.datatypes import DataType, datatype_name
+from uns_bridge.sparkplug.datatypes import SIGNED_WIDTH, DataType, datatype_name
 from uns_bridge.sparkplug.payload import PayloadError, coerce_value, decode_payload, encode_payload
 from uns_bridge.sparkplug.topic import MessageType, SparkplugTopic, StateTopic, TopicError, parse_topic
 from uns_bridge.sparkplug.values import DataSet, MetaData, Metric, Payload, PropertySet, Template, Value
@@ -187,7 +187,7 @@ _native_plain: Callable[..., int] | None = None
 if os.environ.get("UNS_BRIDGE_HOST_LOOP", "").lower() != "python":  # escape hatch and A/B benchmarks
     with contextlib.suppress(ImportError):  # not built (no compiler at install time): Python does all
         from uns_bridge.host._plain import plain_samples as _native_plain
-_PLAIN_RULES = (Sample, _GOOD, _INT_BOUND, _PASS_TYPE)
+_PLAIN_RULES = (Sample, _GOOD, _INT_BOUND, _PASS_TYPE, SIGNED_WIDTH)
 #: an undecodable message of these types is not answered with a rebirth request
 _NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))
 #: a seq this far ahead of the expected one (mod 256) counts as "ahead"; further is "behind"
