@@ -205,3 +205,21 @@ def test_order_by_declines_a_key_that_is_no_int() -> None:
     assert pgcopy.encode([(1, 2.0), (True, 1.0)], b"qd", 0) is None
     with pytest.raises(ValueError, match="order_by"):
         pgcopy.encode([(1,)], b"q", 1)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+@given(rows=st.lists(st.tuples(I64, st.none() | st.booleans() | st.just(2**64) | I64), max_size=20))
+def test_int_range_is_min_and_max_or_none(rows: list[tuple[int, Any]], use_native: bool) -> None:
+    """The partition check's span: (min, max) of a column of 64-bit ints, None for no rows or another cell."""
+    saved = pgcopy._int_range
+    if not use_native:
+        pgcopy._int_range = None
+    try:
+        assert pgcopy.int_range(rows, 0) == (
+            (min(r[0] for r in rows), max(r[0] for r in rows)) if rows else None
+        )
+        plain = all(type(r[1]) is int and -(2**63) <= r[1] < 2**63 for r in rows)
+        expected = (min(r[1] for r in rows), max(r[1] for r in rows)) if rows and plain else None
+        assert pgcopy.int_range(rows, 1) == expected
+    finally:
+        pgcopy._int_range = saved

@@ -408,7 +408,36 @@ static PyObject *encode(PyObject *self, PyObject *args)
     return result;
 }
 
+/* int_range(rows, column) -> (lowest, highest) of an int column, or None (no rows, or a cell that is no
+ * int fitting 64 bits): the writer's partition check, one pass in C instead of three in Python. */
+static PyObject *int_range(PyObject *self, PyObject *args)
+{
+    PyObject *rows;
+    Py_ssize_t column;
+    if (!PyArg_ParseTuple(args, "O!n:int_range", &PyList_Type, &rows, &column))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(rows);
+    if (count == 0 || column < 0)
+        Py_RETURN_NONE;
+    long long lo = INT64_MAX, hi = INT64_MIN;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        long long v;
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= column)
+            Py_RETURN_NONE;
+        int status = int_cell(PyTuple_GET_ITEM(row, column), INT64_MIN, INT64_MAX, &v);
+        if (status == FAILED)
+            return NULL;
+        if (status == DECLINE)
+            Py_RETURN_NONE;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    return Py_BuildValue("LL", lo, hi);
+}
+
 static PyMethodDef methods[] = {
+    {"int_range", int_range, METH_VARARGS, "int_range(rows, column) -> (lowest, highest) | None."},
     {"encode", encode, METH_VARARGS,
      "encode(rows, kinds, order_by=-1) -> bytes | None: the binary COPY stream of rows (stably ordered by "
      "the int column order_by when given), or None for rows it leaves to asyncpg."},

@@ -22,6 +22,7 @@ import asyncpg  # type: ignore[import-untyped]
 Kinds = bytes
 
 _encode: Callable[[list[tuple[Any, ...]], bytes, int], bytes | None] | None = None
+_int_range: Callable[[list[tuple[Any, ...]], int], tuple[int, int] | None] | None = None
 if os.environ.get("UNS_BRIDGE_PGCOPY", "").lower() != "asyncpg":
     try:
         from uns_bridge.store import _pgcopy
@@ -29,6 +30,7 @@ if os.environ.get("UNS_BRIDGE_PGCOPY", "").lower() != "asyncpg":
         pass
     else:
         _encode = _pgcopy.encode
+        _int_range = _pgcopy.int_range
 
 #: which encoder writes COPY streams in this process (``uns-bridge --version`` says it)
 ENCODER = "native" if _encode is not None else "asyncpg"
@@ -38,6 +40,16 @@ def encode(rows: list[tuple[Any, ...]], kinds: Kinds, order_by: int | None = Non
     """The binary COPY stream of ``rows`` (stably sorted by the int column ``order_by`` when given), or
     None where the native encoder is absent or declines."""
     return None if _encode is None else _encode(rows, kinds, -1 if order_by is None else order_by)
+
+
+def int_range(rows: list[tuple[Any, ...]], column: int) -> tuple[int, int] | None:
+    """(lowest, highest) of an int column of ``rows``; None for no rows or a cell that is not such an int."""
+    if _int_range is not None:
+        return _int_range(rows, column)
+    cells = [row[column] for row in rows]
+    if not cells or not all(type(c) is int and -(1 << 63) <= c < 1 << 63 for c in cells):
+        return None
+    return min(cells), max(cells)
 
 
 async def copy_rows(

@@ -86,7 +86,7 @@ from uns_bridge.store.batch import (
     stable_id,
 )
 from uns_bridge.store.forward import is_transient
-from uns_bridge.store.pgcopy import copy_rows
+from uns_bridge.store.pgcopy import copy_rows, int_range
 
 log = logging.getLogger(__name__)
 
@@ -700,12 +700,10 @@ class StoreWriter:
             await self._load_storage(conn)
         if self._storage != "native":
             return
-        times = list(map(_first, rows))  # C-level: this runs on every batch
-        lo = min(times)
-        hi = max(times)
-        for plo, phi in self._partitions:
-            if plo <= lo and hi < phi:
-                return
+        span = int_range(rows, 0)  # this runs on every batch: one pass in C when the encoder is built
+        if span is not None and any(plo <= span[0] and span[1] < phi for plo, phi in self._partitions):
+            return
+        times = list(map(_first, rows))
         covered = self._partitions
         hours = {
             t // _HOUR_US
