@@ -103,6 +103,7 @@ class Player:
         self.seq = [0] * fleet.nodes
         self.cursor = 0
         self.variant = 0
+        self.pair_floor_ms = 0  # the earliest timestamp the current pair of rounds may carry (see _data)
         probe = [Metric(None, 1, None, DataType.Double, 0.5)]
         self.probe_templates = (
             make_template(self.encode, probe),
@@ -167,11 +168,18 @@ class Player:
 
     # -------------------------------------------------------------- data
 
-    def _data(self, count: int, ts: bytes) -> bytes:
-        """``count`` DDATA packets, round-robin over the devices, joined."""
+    def _data(self, count: int, now_ms: int) -> bytes:
+        """``count`` DDATA packets, round-robin over the devices, joined.
+
+        Values alternate between two variants per round, so a device's samples repeat every second round:
+        each pair of rounds is stamped later than the previous pair (``max(now, previous + 1 ms)``), else
+        a fast run would send the same (metric, timestamp, value) twice, which the store keeps once (by
+        design: replays are idempotent) and the bench would count as lost."""
         parts: list[bytes] = []
         append = parts.append
         devices, cursor, seqs, total = self.fleet.devices, self.cursor, self.seq, len(self.topics)
+        stamp = max(now_ms, self.pair_floor_ms)
+        ts = ts_bytes(stamp)
         for _ in range(count):
             node, d = divmod(cursor, devices)
             seq = seqs[node] & 0xFF
@@ -182,6 +190,10 @@ class Player:
             if cursor == total:
                 cursor = 0
                 self.variant ^= 1
+                if self.variant == 0:  # a pair of rounds done: the next one starts a millisecond later
+                    self.pair_floor_ms = stamp + 1
+                    stamp = max(now_ms, self.pair_floor_ms)
+                    ts = ts_bytes(stamp)
         self.cursor = cursor
         return b"".join(parts)
 
@@ -202,7 +214,8 @@ class Player:
         while sent < total:
             now = time.perf_counter()
             due = min(total, int((now - t0) * msg_rate) + 1) - sent
-            ts = ts_bytes(int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            ts = ts_bytes(now_ms)
             chunk = b""
             if probe_every is not None and now >= next_probe:
                 chunk = self._probe(ts)
@@ -210,7 +223,7 @@ class Player:
                 next_probe += probe_every
             if due > 0:
                 n = min(due, batch)
-                chunk += self._data(n, ts)
+                chunk += self._data(n, now_ms)
                 sent += n
             if chunk:
                 self.mqtt.send(chunk)
@@ -250,7 +263,7 @@ class Player:
                 while sent - shared.get() > window - batch:
                     time.sleep(0.0002)
             n = min(batch, count - sent)
-            self.mqtt.send(self._data(n, ts_bytes(int(time.time() * 1000))))
+            self.mqtt.send(self._data(n, int(time.time() * 1000)))
             sent += n
         wall1 = time.time()
         if shared is not None:

@@ -74,8 +74,16 @@ class Variant:
 def variants(quick: bool) -> list[Variant]:
     if quick:
         return [
-            Variant("100-metric DDATA", 10, 1, 100, (100_000, 150_000, 200_000, 300_000), 3.0),
-            Variant("100-metric DDATA, 2 workers", 10, 1, 100, (150_000, 200_000, 300_000), 3.0, workers=2),
+            Variant("100-metric DDATA", 10, 1, 100, (100_000, 150_000, 200_000, 250_000, 300_000), 3.0),
+            Variant(
+                "100-metric DDATA, 2 workers",
+                10,
+                1,
+                100,
+                (150_000, 200_000, 250_000, 300_000),
+                3.0,
+                workers=2,
+            ),
             Variant("10-metric DDATA", 10, 10, 10, (50_000, 150_000), 3.0),
             Variant("1-metric DDATA", 10, 100, 1, (10_000, 20_000, 25_000, 30_000), 3.0),
             Variant("catalog 100k, 100-metric DDATA", 100, 10, 100, (150_000,), 3.0, births_budget=45.0),
