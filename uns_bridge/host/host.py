@@ -118,8 +118,6 @@ Robustness
 
 from __future__ import annotations
 
-import contextlib
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +144,7 @@ from uns_bridge.host.effects import (
     Samples,
 )
 from uns_bridge.host.templates import TemplateCatalog, expand_instance
+from uns_bridge.native import extension
 from uns_bridge.sparkplug.datatypes import SIGNED_WIDTH, DataType, datatype_name
 from uns_bridge.sparkplug.payload import PayloadError, coerce_value, decode_payload, encode_payload
 from uns_bridge.sparkplug.topic import MessageType, SparkplugTopic, StateTopic, TopicError, parse_topic
@@ -183,10 +182,8 @@ _INT_BOUND: dict[int, int] = {
 }
 _new = tuple.__new__  # builds a Sample without the NamedTuple's Python-level __new__ (hot path)
 #: the native loop over plain DATA metrics (``_plain.c``); the loop in Host._process is its definition
-_native_plain: Callable[..., int] | None = None
-if os.environ.get("UNS_BRIDGE_HOST_LOOP", "").lower() != "python":  # escape hatch and A/B benchmarks
-    with contextlib.suppress(ImportError):  # not built (no compiler at install time): Python does all
-        from uns_bridge.host._plain import plain_samples as _native_plain
+_plain = extension("uns_bridge.host._plain", "UNS_BRIDGE_HOST_LOOP", "python")
+_native_plain: Callable[..., int] | None = None if _plain is None else _plain.plain_samples
 _PLAIN_RULES = (Sample, _GOOD, _INT_BOUND, _PASS_TYPE, SIGNED_WIDTH)
 #: an undecodable message of these types is not answered with a rebirth request
 _NO_REBIRTH_ON_ERROR = frozenset((MessageType.NDEATH, MessageType.NCMD, MessageType.DCMD))

@@ -22,12 +22,12 @@ null (``value None``, ``is_null True``) whether or not ``is_null`` was set.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from uns_bridge.native import extension
 from uns_bridge.sparkplug import sparkplug_b_pb2 as pb
 from uns_bridge.sparkplug.coerce import COERCERS, SCALAR_HOLDER_TYPES, coerce_value
 from uns_bridge.sparkplug.datatypes import DT, datatype_name
@@ -53,14 +53,10 @@ _NEW = tuple.__new__
 _METADATA_FIELDS = tuple(MetaData.__dataclass_fields__)
 
 _native_decode: Callable[[bytes], Payload | None] | None = None
-if os.environ.get("UNS_BRIDGE_DECODER", "").lower() != "python":  # the escape hatch, and A/B benchmarks
-    try:
-        from uns_bridge.sparkplug import _native
-    except ImportError:  # installed without a C compiler: the Python paths do all the work
-        pass
-    else:
-        _native.setup(Metric, Payload)
-        _native_decode = _native.decode
+_native = extension("uns_bridge.sparkplug._native", "UNS_BRIDGE_DECODER", "python")
+if _native is not None:
+    _native.setup(Metric, Payload)
+    _native_decode = _native.decode
 
 #: which decoder answers the common DATA payload (reported by the benchmarks and ``uns-bridge --version``)
 DECODER = "native" if _native_decode is not None else "python"

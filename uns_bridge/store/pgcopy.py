@@ -11,11 +11,12 @@ otherwise, so a batch it declines goes to asyncpg, which stores it or says what 
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+
+from uns_bridge.native import extension
 
 #: column kinds, one letter per column: ``T`` timestamptz (int µs since 2000), ``q`` bigint,
 #: ``h`` smallint, ``?`` boolean, ``d`` double, ``t`` text, ``y`` bytea, ``j`` jsonb (str), ``D`` double[]
@@ -23,14 +24,10 @@ Kinds = bytes
 
 _encode: Callable[[list[tuple[Any, ...]], bytes, int], bytes | None] | None = None
 _int_range: Callable[[list[tuple[Any, ...]], int], tuple[int, int] | None] | None = None
-if os.environ.get("UNS_BRIDGE_PGCOPY", "").lower() != "asyncpg":
-    try:
-        from uns_bridge.store import _pgcopy
-    except ImportError:  # not built (no compiler at install time): asyncpg encodes
-        pass
-    else:
-        _encode = _pgcopy.encode
-        _int_range = _pgcopy.int_range
+_pgcopy = extension("uns_bridge.store._pgcopy", "UNS_BRIDGE_PGCOPY", "asyncpg")
+if _pgcopy is not None:
+    _encode = _pgcopy.encode
+    _int_range = _pgcopy.int_range
 
 #: which encoder writes COPY streams in this process (``uns-bridge --version`` says it)
 ENCODER = "native" if _encode is not None else "asyncpg"

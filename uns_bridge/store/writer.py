@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import operator
-import os
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +71,7 @@ from uns_bridge.host.effects import (
     Sample,
     Samples,
 )
+from uns_bridge.native import extension
 from uns_bridge.placement import Placer
 from uns_bridge.sparkplug.datatypes import datatype_name
 from uns_bridge.store import values as V
@@ -90,11 +90,9 @@ from uns_bridge.store.pgcopy import copy_rows, int_range
 
 log = logging.getLogger(__name__)
 
-_native_rows: Callable[..., int] | None = None
-if os.environ.get("UNS_BRIDGE_ROWS", "").lower() != "python":  # escape hatch and A/B benchmarks
-    # not built (no compiler at install time): the Python loop does every sample
-    with contextlib.suppress(ImportError):
-        from uns_bridge.store._rows import sample_rows as _native_rows
+_rows = extension("uns_bridge.store._rows", "UNS_BRIDGE_ROWS", "python")
+#: the native loop of :meth:`StoreWriter._python_rows`, when built
+_native_rows: Callable[..., int] | None = None if _rows is None else _rows.sample_rows
 
 _QUALITY = {Quality.GOOD: 0, Quality.BAD: 1, Quality.STALE: 2}
 _I64_MIN = -(1 << 63)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -37,16 +36,17 @@ from uns_bridge.host.effects import (
     Sample,
     Samples,
 )
+from uns_bridge.native import extension
 from uns_bridge.uns import contract
 from uns_bridge.uns.publisher import PublishInterrupted
 
 log = logging.getLogger(__name__)
 
 #: the native loop of :meth:`UnsSink._samples` (``_coalesce.c``), which that method defines
-_native_coalesce: Callable[..., tuple[int, int, int]] | None = None
-if os.environ.get("UNS_BRIDGE_SINK_LOOP", "").lower() != "python":  # escape hatch and A/B benchmarks
-    with contextlib.suppress(ImportError):  # not built (no compiler at install time): Python does all
-        from uns_bridge.uns._coalesce import coalesce as _native_coalesce
+_coalesce = extension("uns_bridge.uns._coalesce", "UNS_BRIDGE_SINK_LOOP", "python")
+_native_coalesce: Callable[..., tuple[int, int, int]] | None = (
+    None if _coalesce is None else _coalesce.coalesce
+)
 
 #: what waits for a topic: a value (rendered at flush time) with its message's seq, or a ready payload
 Pending = tuple[Sample, int | None] | bytes
