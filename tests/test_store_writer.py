@@ -519,3 +519,72 @@ async def test_asset_tree_follows_the_namespace_rules(database_dsn: str) -> None
             "plant/Acme/Plant1/Assembly/Line2/_/Press1/Motor/Speed",
         ),
     ]
+
+
+async def test_current_values_wait_until_the_previous_set_is_written(
+    database_dsn: str, group_id: str
+) -> None:
+    """A set of current values still being written holds the next one back (it keeps coalescing)
+    instead of riding on every batch; the samples flow past meanwhile and the newest value lands."""
+    info = MetricInfo(group_id, "N1", None, "Level", T.Float)
+    config = settings(batch_rows=10, flush_ms=60_000, current_values_interval_ms=1)
+    async with store(database_dsn, config) as writer:
+        await writer.handle([defined(writer, info)])
+        await writer.flush()
+        gate = asyncio.Event()
+        carried: list[int] = []  # current rows of each batch handed to delivery
+
+        async def held(batch: Batch) -> None:
+            carried.append(len(batch.current))
+            if batch.current:
+                await gate.wait()
+            await writer.deliver_to_db(batch)
+
+        writer.deliver = held
+        for i in range(5):  # batch_rows=10: each call seals one batch, each past the 1 ms interval
+            await writer.handle(
+                [Samples(tuple(Sample(info, T0 + 10 * i + j, float(10 * i + j)) for j in range(10)))]
+            )
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(carried) < 5 or writer.stats.batches < 5:  # the catalog batch and batches 2-5
+            assert loop.time() < deadline, f"the samples waited for the held current values: {carried}"
+            await asyncio.sleep(0.01)
+        assert carried == [1, 0, 0, 0, 0]
+        gate.set()
+        await writer.flush()
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM uns.sample") == 50
+        assert await conn.fetchval("SELECT value_num FROM uns.current WHERE metric = 'Level'") == 49.0
+    finally:
+        await conn.close()
+
+
+async def test_current_rows_repeating_a_metric_keep_its_newest_value(
+    database_dsn: str, group_id: str
+) -> None:
+    """Current rows are unique per metric when this writer builds them; a batch from elsewhere (an old
+    spool) that repeats one is still written, with the newest value."""
+    info = MetricInfo(group_id, "N1", None, "Twice", T.Float)
+    async with store(database_dsn) as writer:
+        batches: list[Batch] = []
+        deliver = writer.deliver
+
+        async def keep(batch: Batch) -> None:
+            batches.append(batch)
+            await deliver(batch)
+
+        writer.deliver = keep
+        await writer.handle([defined(writer, info), Samples((Sample(info, T0, 1.0),))])
+        await writer.flush()
+        (row,) = [r for b in batches for r in b.current]
+        newer = (*row[:1], row[1] + 2_000, *row[2:6], 3.0, *row[7:])
+        older = (*row[:1], row[1] + 1_000, *row[2:6], 2.0, *row[7:])
+        await writer.deliver_to_db(Batch(current=[newer, older, newer]))
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        assert await conn.fetchval("SELECT value_num FROM uns.current WHERE metric = 'Twice'") == 3.0
+    finally:
+        await conn.close()
