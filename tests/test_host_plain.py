@@ -5,6 +5,7 @@ the messages carry."""
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -12,10 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.host_messages import T0, m, nbirth, new_host, payload, quality, topic
+from uns_bridge.config import MqttConfig, NamespaceConfig, UnsConfig
+from uns_bridge.embedded import free_port
 from uns_bridge.host import host as host_module
+from uns_bridge.host.effects import Sample, Samples
+from uns_bridge.namespace import Namespace
+from uns_bridge.placement import Placer
 from uns_bridge.sparkplug.datatypes import DataType as T
 from uns_bridge.sparkplug.payload import encode_payload
 from uns_bridge.sparkplug.values import Metric, Payload
+from uns_bridge.uns import sink as sink_module
+from uns_bridge.uns.publisher import UnsPublisher
+from uns_bridge.uns.sink import UnsSink
 
 native = pytest.mark.skipif(
     host_module._native_plain is None, reason="the native host loop is not built here"
@@ -126,6 +135,13 @@ def test_native_loop_gives_the_python_loops_effects(
 @native
 def test_plain_data_is_done_natively() -> None:
     """Alias-only values of the born types never reach the Python loop (so the check above has teeth)."""
+    samples = natively_made_samples()
+    # a metric's info and atoms only: no cycle can pass through a sample, so the collector does not walk them
+    assert not any(gc.is_tracked(s) for s in samples)
+
+
+def natively_made_samples() -> list[Sample]:
+    """The samples of one DDATA of every born metric, asserted to be made by the native loop in one call."""
     wire = born(1)
     metrics = [m(None, alias, dt, value) for alias, (_, dt, value) in BORN.items()]
     wire.append((topic("DDATA", "D1"), payload(on_device(metrics), 2)))
@@ -149,6 +165,24 @@ def test_plain_data_is_done_natively() -> None:
     assert reached == [len(BORN)]  # one call, all of them
     samples = [s for e in effects if hasattr(e, "samples") for s in e.samples]
     assert [s.value for s in samples] == [v for _, _, v in BORN.values()]
+    return samples
+
+
+@native
+@pytest.mark.skipif(sink_module._native_coalesce is None, reason="the native sink loop is not built here")
+async def test_untracked_samples_stay_untracked_in_the_uns_pending_set() -> None:
+    """The UNS sink's pending (sample, seq) pairs of plain samples are not walked by the collector either."""
+    samples = natively_made_samples()
+    settings_ = UnsConfig(prefix="uns")
+    sink = UnsSink(
+        Placer(Namespace.from_config(NamespaceConfig()), prefix="uns"),
+        UnsPublisher(MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"), settings_),
+        settings_,
+    )
+    for seq in (1, 2):  # the second time every topic is cached: the native loop takes them all
+        await sink.handle([Samples(tuple(samples), seq)])
+    assert len(sink._pending) == len(samples)
+    assert not any(gc.is_tracked(pair) for pair in sink._pending.values())
 
 
 @native

@@ -4,6 +4,8 @@ of live and historical samples, new and cached topics and a pending set that fil
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,3 +92,5 @@ async def test_cached_topics_are_coalesced_natively() -> None:
     finally:
         sink_module._native_coalesce = real
     assert calls[-1] == (len(INFOS), len(INFOS), len(INFOS))  # one call took the whole second effect
+    # pending (sample, seq) pairs: tracked by the collector exactly when their sample is
+    assert all(gc.is_tracked(pair) == gc.is_tracked(pair[0]) for pair in sink._pending.values())

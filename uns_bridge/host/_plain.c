@@ -145,6 +145,10 @@ static int sample_of(PyObject *metric, PyObject *aliases, PyObject *device, PyOb
     PyTuple_SET_ITEM(made, 2, typed);
     PyTuple_SET_ITEM(made, 3, Py_NewRef(PyTuple_GET_ITEM(rules, 1)));
     PyTuple_SET_ITEM(made, 4, Py_NewRef(historical == Py_True ? historical : is_historical));
+    /* a metric's info and atoms (None, bool, int, float, str, bytes): no reference cycle can pass through
+     * the sample, so the cyclic collector need not track it. Samples live on as the UNS sink's last and
+     * pending values; tracked, each young collection walked them and promoted them to older ones. */
+    PyObject_GC_UnTrack(made);
     *sample = made;
     return 1;
 }

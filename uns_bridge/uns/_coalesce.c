@@ -45,6 +45,8 @@ static PyObject *coalesce(PyObject *self, PyObject *args)
             break; /* full: Python waits for room (or drops while the broker is away) */
         Py_INCREF(topic); /* the dict writes below may not drop the cache's reference under us */
         PyObject *entry = PyTuple_Pack(2, sample, seq);
+        if (entry != NULL && !PyObject_GC_IsTracked(sample) && !PyObject_GC_IsTracked(seq))
+            PyObject_GC_UnTrack(entry); /* an untracked sample and an int or None: no cycle through it */
         int failed = entry == NULL || PyDict_SetItem(last, info, sample) < 0 ||
                      PyDict_SetItem(pending, topic, entry) < 0;
         Py_XDECREF(entry);
