@@ -258,3 +258,28 @@ async def _wait(condition: Any, timeout: float = 10) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.02)
+
+
+async def test_flush_publishes_what_is_pending_when_the_window_task_is_gone(
+    mqtt_broker: MqttBroker, group_id: str, uns_prefix: str
+) -> None:
+    """At shutdown the window task may be cancelled before the last flush: flush then publishes the
+    pending values itself (it used to spin at full CPU, waiting for a task that was gone)."""
+    sink, placer = await _sink(mqtt_broker, uns_prefix, publish_window_ms=60_000)
+    temp, count, _ = _infos(group_id)
+    try:
+        async with Observer(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"]) as seen:
+            await sink.handle([Samples((Sample(temp, 12, 20.5), Sample(count, 12, 7)), 4)])
+            assert sink._task is not None
+            sink._task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sink._task
+            assert sink.pending == 2
+            await asyncio.wait_for(sink.flush(), 10)
+            assert sink.pending == 0
+            topic = placer.metric_topic(temp)
+            await seen.wait_for(lambda: topic in seen.last, what="the flushed value")
+            assert seen.json(topic)["value"] == 20.5
+    finally:
+        await sink.close()
+        await clear_retained(mqtt_broker.host, mqtt_broker.port, [f"{uns_prefix}/#"])

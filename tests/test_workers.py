@@ -347,7 +347,13 @@ async def test_two_workers_store_everything_and_survive_a_worker_kill(
         load.close()
         recorder.close()
         if bridge is not None:
+            left: list[psutil.Process] = []
+            with contextlib.suppress(psutil.Error):
+                left = psutil.Process(bridge.process.pid).children(recursive=True)
             bridge.close()
+            for child in left:  # a failed test must not leave workers behind (they would outlive it)
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
     rows = await stored_rows(database_dsn, group_id)
     final = {v for v, _t, _m in rows}
     everything = tally(load.sent, rows)

@@ -282,17 +282,17 @@ class UnsSink:
 
     async def flush(self) -> None:
         """Publish everything pending now (waits for the UNS broker while it is connected)."""
-        if self._task is None:
-            while self._pending and self.publisher.is_connected:
-                await self._publish_batch()
-            return
-        while self._pending or not self._idle.is_set():
+        while self._task is not None and not self._task.done() and (self._pending or not self._idle.is_set()):
             if not self.publisher.is_connected:
                 return
             self._work.set()
             waiter = asyncio.ensure_future(self._idle.wait())
             await asyncio.wait((waiter,), timeout=0.05)
             waiter.cancel()
+        # no window task (never started, or gone: cancelled at shutdown, say): publish from here. Waiting
+        # for a task that is gone would spin, the idle flag set and the pending set never taken.
+        while self._pending and self.publisher.is_connected:
+            await self._publish_batch()
 
     async def close(self) -> None:
         self._closing = True
