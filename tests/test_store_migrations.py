@@ -99,3 +99,17 @@ def test_db_commands(database_dsn: str) -> None:
     assert result.exit_code == 0 and "partitions" in result.output
     result = runner.invoke(app, ["db", "migrate", "--database", "postgresql://postgres@127.0.0.1:1/none"])
     assert result.exit_code == 1 and "cannot reach the database" in result.output
+
+
+def test_the_migrations_ship_inside_the_package() -> None:
+    """An installed package (a wheel, not this checkout) must find its migrations: they are read from
+    ``uns_bridge/schemas``, which in the checkout links to the top-level ``schemas/``."""
+    import uns_bridge
+    from uns_bridge.store import migrations
+
+    package = Path(uns_bridge.__file__).resolve().parent
+    assert package / "schemas" == migrations.SCHEMA_DIR
+    top = Path(__file__).resolve().parent.parent / "schemas"
+    shipped = sorted(p.name for p in migrations.SCHEMA_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    assert shipped == sorted(p.name for p in top.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    assert [m.filename for m in migrations.load_migrations()] == shipped

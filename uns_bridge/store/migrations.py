@@ -30,7 +30,8 @@ from uns_bridge.config import DatabaseConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+#: ``uns_bridge/schemas``: in a checkout a link to the top-level ``schemas/``, in an installed package a copy
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 LOCK_KEY = 0x756E_7362_7269_6467 & 0x7FFF_FFFF_FFFF_FFFF  # "unsbridg"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _INTERVAL_US = {"hour": 3_600_000_000, "day": 86_400_000_000, "week": 7 * 86_400_000_000}
