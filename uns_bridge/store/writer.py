@@ -8,8 +8,8 @@ Flow
 :meth:`StoreWriter.handle` turns effects into rows of primitives and appends them to the open
 :class:`~uns_bridge.store.batch.Batch`: samples (value columns per :mod:`uns_bridge.store.values`),
 the newest value per metric (coalesced: one ``metric_current`` row per metric per batch, at most every
-``current_values_interval_ms`` and not before the previous set is written), catalog rows (assets, edge nodes, devices, metrics; ids are hashes of
-natural keys), node/device state changes, lifecycle events, stale marks and dead letters. A batch is
+``current_values_interval_ms`` and not before the previous set is written), catalog rows (assets, edge
+nodes, devices, metrics; ids are hashes of natural keys), node/device state changes, lifecycle events, stale marks and dead letters. A batch is
 sealed when it holds ``batch_rows`` samples or is ``flush_ms`` old, and queued. ``handle`` waits while
 the queued rows exceed ``queue_rows``: a slow database slows the caller instead of growing memory.
 
@@ -203,8 +203,8 @@ _SQL_STALE = (
     " WHERE c.metric_id = s.metric_id AND c.time <= s.time"
 )
 #: the staged rows hold one row per metric (a batch's current values come from a dict keyed by metric);
-#: a duplicate makes PostgreSQL refuse the statement, and _write_current then splits the rows. No
-#: DISTINCT ON: its sort of 100,000 rows spilled to disk and made the upsert 3-4x slower.
+#: a duplicate makes PostgreSQL refuse the statement, and _write_current then keeps each metric's newest
+#: row and tries again. No DISTINCT ON: its sort of 100,000 rows spilled to disk (upsert 3-4x slower).
 _SQL_CURRENT = (
     "INSERT INTO uns.metric_current AS c (" + ", ".join(CURRENT_COLUMNS) + ")"
     " SELECT " + ", ".join(CURRENT_COLUMNS) + " FROM uns_current_stage"
@@ -560,15 +560,22 @@ class StoreWriter:
             )
 
     # ------------------------------------------------------------------------------------- batching
+    def _current_due(self, now: float) -> bool:
+        """Whether the coalesced current values go with the next sealed batch.
+
+        At most one set is on its way at a time: while one is still being written the next keeps
+        coalescing, so a large catalog's upsert (100,000 rows a second) cannot occupy every delivery
+        worker and hold up the samples behind it."""
+        return (
+            bool(self._current)
+            and not self._current_batches
+            and now - self._current_at >= self.settings.current_values_interval_ms / 1000
+        )
+
     def _seal(self, force_current: bool = False) -> None:
         batch = self._batch
         now = time.monotonic()
-        interval = self.settings.current_values_interval_ms / 1000
-        # at most one set of current values on its way at a time: while one is still being written the
-        # next keeps coalescing, so a large catalog's upsert (100,000 rows a second) cannot occupy every
-        # delivery worker and hold up the samples behind it
-        due = force_current or (not self._current_batches and now - self._current_at >= interval)
-        if self._current and due:
+        if self._current and (force_current or self._current_due(now)):
             batch.current = _current_rows(self._current)
             self._current = {}
             self._current_at = now
@@ -597,11 +604,8 @@ class StoreWriter:
         age = self.settings.flush_ms / 1000
         while True:
             started = self._batch_started
-            if (started and time.monotonic() - started >= age) or (
-                self._current
-                and not self._current_batches
-                and time.monotonic() - self._current_at >= self.settings.current_values_interval_ms / 1000
-            ):
+            now = time.monotonic()
+            if (started and now - started >= age) or self._current_due(now):
                 self._seal()
                 await asyncio.sleep(age / 4)
             else:
